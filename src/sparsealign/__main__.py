@@ -1,0 +1,5 @@
+import sys
+
+from sparsealign.cli import main
+
+sys.exit(main())

@@ -1,0 +1,342 @@
+"""``python -m sparsealign <stage> …``: what every Snakemake rule calls, usable by hand.
+
+Each stage reads its inputs, does one thing, writes its outputs atomically and records
+itself as a child MLflow run. A user mistake ends in one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from sparsealign.errors import SparsealignError, fail
+
+
+def _json(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise fail("--params", f"not valid JSON ({exc})") from None
+
+
+def _log(message: str) -> None:
+    print(f"[sparsealign] {message}", file=sys.stderr, flush=True)
+
+
+def _set_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+
+
+# --------------------------------------------------------------------------- stages
+def toy_data(args, job) -> None:
+    """Held-out feature vectors of one seed pair: the stimuli of the toy experiment."""
+    from sparsealign import schema
+    from sparsealign.models import toy
+
+    params = _json(args.params)
+    cfg = _toy_config(params)
+    features = toy.heldout_features(args.pair, params["n_samples"], cfg)
+    ids = [f"toy{args.pair}-{i:07d}" for i in range(features.shape[0])]
+    units = [f"feature/{i:05d}" for i in range(features.shape[1])]
+    ds = schema.make_store(features, ids, units, source=f"toy-pair{args.pair}", layer="features",
+                           kind="ground_truth", config=params)
+    schema.save_store(ds, args.out)
+    job.metrics({"active_fraction": float((features > 0).mean())})
+    _log(f"wrote {args.out} ({features.shape[0]} stimuli × {features.shape[1]} features)")
+
+
+def _toy_config(params: dict):
+    from sparsealign.models.toy import ToyConfig
+
+    return ToyConfig(n_features=params["n_features"], feature_probability=params["feature_probability"],
+                     steps=params["steps"], batch_size=params["batch_size"], lr=params["lr"])
+
+
+def toy_model(args, job) -> None:
+    """Train one toy model on its pair's data stream; store its neurons' held-out responses."""
+    import torch
+
+    from sparsealign import schema
+    from sparsealign.models import toy
+
+    params = _json(args.params)
+    cfg = _toy_config(params)
+    features = schema.open_store(args.features)
+    every = max(1, cfg.steps // 10)
+
+    def progress(step, loss):
+        if step % every == 0:
+            _log(f"toy m={args.hidden} seed={args.seed}: step {step}/{cfg.steps} loss {loss:.5f}")
+
+    model, curve = toy.train_toy_model(args.hidden, args.seed, args.pair, cfg, progress)
+    hidden = toy.hidden_activations(model, schema.responses(features).astype("float32"))
+    units = [f"hidden/{i:05d}" for i in range(hidden.shape[1])]
+    ds = schema.make_store(hidden, features["stimulus"].values, units,
+                           source=f"toy-m{args.hidden}-seed{args.seed}", layer="hidden",
+                           kind="neurons", config=params,
+                           attrs={"init_seed": args.seed, "data_seed": args.pair})
+    Path(args.model_out).parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(f"{args.model_out}.tmp")
+    torch.save({"state_dict": model.state_dict(), "n_hidden": args.hidden, "config": params}, tmp)
+    schema.save_store(ds, args.out)
+    tmp.replace(args.model_out)
+    job.curves({"toy_loss": list(zip(curve["step"], curve["loss"]))})
+    job.metrics({"final_loss": curve["loss"][-1],
+                 "dead_neurons": int((hidden.max(axis=0) <= 0).sum())})
+
+
+def train_sae(args, job) -> None:
+    """Train the SAE on the training split of a store, plus its untrained random control."""
+    from sparsealign import schema
+    from sparsealign.latents import training_split
+    from sparsealign.sae import SAEConfig, build_sae, save_sae, train_sae as fit
+
+    params = _json(args.params)
+    activations = schema.open_store(args.activations)
+    train_ids, _ = training_split(activations["stimulus"].values, params["train_fraction"])
+    x = schema.responses(activations.sel(stimulus=train_ids)).astype("float32")
+    cfg = _sae_config(params, SAEConfig)
+    _log(f"training {cfg.architecture} SAE ({cfg.n_latents} latents, k={cfg.k}) on "
+         f"{x.shape[0]} × {x.shape[1]} activations of {args.activations}")
+    sae, history = fit(x, cfg)
+    random_cfg = _sae_config({**params, "seed": params["random_seed"]}, SAEConfig)
+    random_sae = build_sae(random_cfg, x.shape[1])
+    meta = {"activations": str(args.activations), "n_train": int(x.shape[0])}
+    curves = {k: v for k, v in history.items() if isinstance(v, list) and k != "step"}
+    final = {k: v[-1] for k, v in curves.items() if v}
+    final.update(history.get("final", {}))
+    history_out = {"config": params, "n_train": int(x.shape[0]), "curves": {
+        "step": history["step"], **curves}, "final": final}
+    Path(args.history_out).parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(f"{args.history_out}.tmp")
+    tmp.write_text(json.dumps(history_out, indent=1))
+    save_sae(sae, args.sae_out, meta)
+    save_sae(random_sae, args.random_out, {**meta, "trained": False})
+    tmp.replace(args.history_out)
+    job.curves({f"sae_{name}": list(zip(history["step"], values)) for name, values in curves.items()})
+    job.metrics({f"final_{k}": v for k, v in final.items() if isinstance(v, (int, float))})
+    _log("final " + ", ".join(f"{k}={v:.4g}" for k, v in final.items() if isinstance(v, (int, float))))
+
+
+def _sae_config(params: dict, config_class):
+    import dataclasses
+
+    fields = {f.name for f in dataclasses.fields(config_class)}
+    return config_class(**{k: v for k, v in params.items() if k in fields})
+
+
+def latents(args, job) -> None:
+    """Encode the evaluation split of an activations store through a trained or random SAE."""
+    from sparsealign import schema
+    from sparsealign.latents import encode_store, training_split
+    from sparsealign.sae import load_sae
+
+    params = _json(args.params)
+    activations = schema.open_store(args.activations)
+    _, eval_ids = training_split(activations["stimulus"].values, params["train_fraction"])
+    kind = "sae_latents" if args.encoder == "sae" else "random_sae_latents"
+    ds = encode_store(load_sae(args.sae), activations, eval_ids, kind=kind, config=params)
+    schema.save_store(ds, args.out)
+    z = ds["responses"].values
+    job.metrics({"l0": float((z != 0).sum(axis=1).mean()),
+                 "dead_fraction": float((z.max(axis=0) <= 0).mean())})
+    _log(f"wrote {args.out} ({z.shape[0]} stimuli × {z.shape[1]} latents)")
+
+
+def align_pair(args, job) -> None:
+    """Score the comparison grid between two systems (and ground-truth recovery, if given)."""
+    import pandas as pd
+
+    from sparsealign import comparisons, schema
+
+    params = _json(args.params)
+    systems = {}
+    for label, paths in (("A", args.a), ("B", args.b)):
+        stores = {name: (path, schema.open_store(path)) for name, path in zip(("neurons", "sae", "random"), paths)}
+        systems[label] = stores
+    # Everything is scored on the latents' stimuli (the SAE's held-out split), by id.
+    reference_path, reference = systems["A"]["sae"]
+    matched = {}
+    for label, stores in systems.items():
+        matched[label] = {}
+        for name, (path, ds) in stores.items():
+            _, ds = schema.match_stimuli(reference, ds, reference_path, path, mode="intersect")
+            if ds.sizes["stimulus"] != reference.sizes["stimulus"]:
+                raise fail(path, f"holds {ds.sizes['stimulus']} of the "
+                           f"{reference.sizes['stimulus']} evaluation stimuli of {reference_path}",
+                           "every evaluation stimulus")
+            matched[label][name] = schema.responses(ds)
+    rows = comparisons.score_comparisons(matched["A"], matched["B"], params["metrics"],
+                                         params["n_folds"], params["seed"], params["options"])
+    if args.features:
+        _, features = schema.match_stimuli(reference, schema.open_store(args.features),
+                                           reference_path, args.features, mode="intersect")
+        rows += comparisons.recovery_rows(schema.responses(features), matched)
+    labels = _json(args.labels) if args.labels else {}
+    table = pd.DataFrame([{**labels, **row} for row in rows])
+    _write_csv(table, args.out)
+    both = table[table["direction"] == "both"]
+    job.metrics({f"{r.metric}.{r.comparison}": r.mean for r in both.itertuples()})
+    _log(f"wrote {args.out} ({len(table)} rows)")
+
+
+def _write_csv(table, path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp")
+    table.to_csv(tmp, index=False, float_format="%.6g")
+    tmp.replace(path)
+
+
+def summarise(args, job) -> None:
+    """Gather per-pair scores into the results table, the summary and the paper-style figure."""
+    import pandas as pd
+
+    from sparsealign import report
+
+    table = pd.concat([pd.read_csv(p) for p in args.scores], ignore_index=True)
+    _write_csv(table, args.table_out)
+    summary = report.summarise_over_pairs(table, group=args.group)
+    _write_csv(summary, args.summary_out)
+    report.paper_figure(summary, args.figure_out, panel=args.group, title=args.title)
+    job.artifact(args.table_out)
+    job.artifact(args.summary_out)
+    job.artifact(args.figure_out)
+    _log(f"wrote {args.table_out}, {args.summary_out}, {args.figure_out}")
+
+
+def build_report(args, job) -> None:
+    """Write the self-contained HTML report from the results tables and figures."""
+    from sparsealign import report
+
+    report.write_report(args.out, summaries=args.summaries, figures=args.figures,
+                        histories=args.histories, config=_json(args.params) if args.params else {})
+    job.artifact(args.out)
+    print(f"report: {Path(args.out).resolve()}", flush=True)
+
+
+def check(args) -> None:
+    """Validate a config file (and the stores it names) without running anything."""
+    from sparsealign.config import load_config
+
+    load_config(args.config)
+    print(f"{args.config}: ok")
+
+
+# --------------------------------------------------------------------------- plumbing
+STAGES = {
+    "toy-data": (toy_data, True), "toy-model": (toy_model, True), "train-sae": (train_sae, True),
+    "latents": (latents, True), "align-pair": (align_pair, True), "summarise": (summarise, True),
+    "report": (build_report, True), "check": (check, False),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sparsealign", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def stage(name, help_text):
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+        p.add_argument("--rule", default=name, help="MLflow: the Snakemake rule (default: stage name)")
+        p.add_argument("--wildcards", default="{}", help="MLflow: the job's wildcards as JSON")
+        return p
+
+    p = stage("toy-data", "held-out feature vectors of one seed pair")
+    p.add_argument("--pair", type=int, required=True)
+    p.add_argument("--params", required=True, help="the toy config slice, JSON")
+    p.add_argument("--out", required=True)
+
+    p = stage("toy-model", "train one toy model, store its held-out activations")
+    p.add_argument("--features", required=True)
+    p.add_argument("--hidden", type=int, required=True)
+    p.add_argument("--seed", type=int, required=True, help="initialisation seed")
+    p.add_argument("--pair", type=int, required=True, help="data-stream seed (the seed pair)")
+    p.add_argument("--params", required=True)
+    p.add_argument("--model-out", required=True)
+    p.add_argument("--out", required=True)
+
+    p = stage("train-sae", "train an SAE (and its random control) on an activations store")
+    p.add_argument("--activations", required=True)
+    p.add_argument("--params", required=True, help="the SAE config slice, JSON")
+    p.add_argument("--sae-out", required=True)
+    p.add_argument("--random-out", required=True)
+    p.add_argument("--history-out", required=True)
+
+    p = stage("latents", "encode an activations store through an SAE")
+    p.add_argument("--activations", required=True)
+    p.add_argument("--sae", required=True)
+    p.add_argument("--encoder", choices=("sae", "random"), required=True)
+    p.add_argument("--params", required=True)
+    p.add_argument("--out", required=True)
+
+    p = stage("align-pair", "score neurons/SAE/random-SAE comparisons between two systems")
+    p.add_argument("--a", nargs=3, required=True, metavar=("NEURONS", "SAE", "RANDOM"))
+    p.add_argument("--b", nargs=3, required=True, metavar=("NEURONS", "SAE", "RANDOM"))
+    p.add_argument("--features", help="ground-truth feature store (toy experiments)")
+    p.add_argument("--params", required=True, help="the alignment config slice, JSON")
+    p.add_argument("--labels", help="extra columns for every row, JSON")
+    p.add_argument("--out", required=True)
+
+    p = stage("summarise", "results table, summary over seed pairs, paper-style figure")
+    p.add_argument("--scores", nargs="+", required=True)
+    p.add_argument("--group", default="hidden", help="column that makes the figure's panels")
+    p.add_argument("--title", default="")
+    p.add_argument("--table-out", required=True)
+    p.add_argument("--summary-out", required=True)
+    p.add_argument("--figure-out", required=True)
+
+    p = stage("report", "the self-contained HTML report")
+    p.add_argument("--summaries", nargs="+", required=True)
+    p.add_argument("--figures", nargs="+", required=True)
+    p.add_argument("--histories", nargs="*", default=[])
+    p.add_argument("--params", help="the full config, JSON")
+    p.add_argument("--out", required=True)
+
+    p = sub.add_parser("check", help="validate a config without running anything")
+    p.add_argument("config")
+    return parser
+
+
+def _inputs(args) -> list[str]:
+    names = ("features", "activations", "sae", "a", "b", "scores", "summaries", "figures", "histories")
+    paths = []
+    for name in names:
+        value = getattr(args, name, None)
+        if value:
+            paths += value if isinstance(value, list) else [value]
+    return [p for p in paths if Path(p).exists()]
+
+
+def run(argv=None) -> None:
+    from sparsealign import tracking
+    from sparsealign.schema import config_sha
+
+    args = build_parser().parse_args(argv)
+    function, tracked = STAGES[args.command]
+    if hasattr(args, "threads"):
+        _set_threads(args.threads)
+    if not tracked:
+        function(args)
+        return
+    params = _json(args.params) if getattr(args, "params", None) else {}
+    with tracking.job_run(args.rule, _json(args.wildcards), params, _inputs(args),
+                          config_sha(params)) as job:
+        function(args, job)
+
+
+def main(argv=None) -> int:
+    try:
+        run(argv)
+    except SparsealignError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

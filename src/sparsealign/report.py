@@ -1,0 +1,184 @@
+"""Results tables → summaries → figures → one self-contained HTML report.
+
+Numbers shown anywhere in the report are read from the results tables; nothing here
+recomputes a score.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+import numpy as np
+
+BASELINES = {"GroundTruth→SAE": "GroundTruth→Neuron", "GroundTruth→RandomSAE": "GroundTruth→Neuron"}
+COLOURS = {"Neuron→Neuron": "#7f7f7f", "SAE→Neuron": "#1f77b4", "SAE→SAE": "#2ca02c",
+           "RandomSAE→Neuron": "#c5b0d5", "RandomSAE→SAE": "#f7b6d2",
+           "GroundTruth→Neuron": "#7f7f7f", "GroundTruth→SAE": "#2ca02c",
+           "GroundTruth→RandomSAE": "#f7b6d2"}
+METRIC_TITLES = {"semi_matching": "Semi-matching (CV r)", "soft_matching": "Soft-matching (CV r)",
+                 "hungarian": "One-to-one (CV r)", "ridge": "Ridge predictivity (CV r)",
+                 "best_corr": "Ground truth: best corr / feature", "mcc": "Ground truth: MCC"}
+
+
+def summarise_over_pairs(table, group: str = "hidden"):
+    """Mean ± SEM over seed pairs of the direction-averaged scores, with relative gains.
+
+    The gain of a comparison is ``score / score(baseline) − 1`` where the baseline is
+    Neuron→Neuron (GroundTruth→Neuron for recovery rows), within the same group and metric.
+    """
+    import pandas as pd
+
+    both = table[table["direction"] == "both"]
+    summary = (both.groupby([group, "metric", "comparison"], sort=False)["mean"]
+               .agg(mean="mean", sem=lambda s: s.std(ddof=1) / np.sqrt(len(s)) if len(s) > 1 else np.nan,
+                    n_pairs="count")
+               .reset_index())
+    baseline_name = summary["comparison"].map(lambda c: BASELINES.get(c, "Neuron→Neuron"))
+    lookup = summary.set_index([group, "metric", "comparison"])["mean"]
+    baseline = [lookup.get((g, m, b), np.nan) for g, m, b in
+                zip(summary[group], summary["metric"], baseline_name)]
+    summary["baseline"] = baseline_name
+    summary["gain"] = summary["mean"] / pd.Series(baseline, index=summary.index) - 1
+    summary.loc[summary["comparison"] == summary["baseline"], "gain"] = 0.0
+    return summary
+
+
+def paper_figure(summary, out, panel: str = "hidden", title: str = "") -> None:
+    """Bars per comparison (mean ± SEM over pairs), one row per metric, one column per panel."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = list(dict.fromkeys(summary["metric"]))
+    panels = sorted(dict.fromkeys(summary[panel]), key=_natural)
+    fig, axes = plt.subplots(len(metrics), len(panels), squeeze=False,
+                             figsize=(2.9 * len(panels) + 0.6, 2.5 * len(metrics)))
+    for row, metric in enumerate(metrics):
+        for col, value in enumerate(panels):
+            ax = axes[row][col]
+            part = summary[(summary["metric"] == metric) & (summary[panel] == value)]
+            x = np.arange(len(part))
+            ax.bar(x, part["mean"], yerr=part["sem"].fillna(0), capsize=3,
+                   color=[COLOURS.get(c, "#999999") for c in part["comparison"]])
+            for xi, (_, r) in zip(x, part.iterrows()):
+                if r["comparison"] != r["baseline"] and np.isfinite(r["gain"]):
+                    ax.annotate(f"{r['gain']:+.0%}", (xi, max(r["mean"], 0)), ha="center",
+                                va="bottom", fontsize=7, xytext=(0, 4), textcoords="offset points")
+            ax.set_xticks(x, [c.replace("→", "→\n") for c in part["comparison"]], fontsize=6.5)
+            ax.set_ylim(min(0, float(part["mean"].min()) - 0.05), 1.12)
+            ax.axhline(0, color="black", linewidth=0.5)
+            if row == 0:
+                ax.set_title(f"{panel} = {value}", fontsize=9)
+            if col == 0:
+                ax.set_ylabel(METRIC_TITLES.get(metric, metric), fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(out).with_name(f"{Path(out).stem}.tmp{Path(out).suffix}")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(out)
+
+
+def _natural(value):
+    try:
+        return (0, float(value))
+    except (TypeError, ValueError):
+        return (1, str(value))
+
+
+def training_curves_figure(histories, out) -> None:
+    """SAE loss, FVU, L0 and dead fraction over training steps, one line per SAE."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = ("loss", "fvu", "l0", "dead_fraction")
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 2.6))
+    for path in histories:
+        curves = json.loads(Path(path).read_text())["curves"]
+        for ax, key in zip(axes, keys):
+            if key in curves:
+                ax.plot(curves["step"], curves[key], linewidth=0.8, alpha=0.7)
+    for ax, key in zip(axes, keys):
+        ax.set_title(key, fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
+def _img(path) -> str:
+    data = base64.b64encode(Path(path).read_bytes()).decode()
+    return f'<img alt="{html.escape(Path(path).name)}" src="data:image/png;base64,{data}">'
+
+
+def headline_table(summary, group: str = "hidden") -> str:
+    """HTML pivot: comparisons × groups, cells ``mean ± sem (gain)``, one table per metric."""
+    parts = []
+    for metric in dict.fromkeys(summary["metric"]):
+        part = summary[summary["metric"] == metric]
+        groups = sorted(dict.fromkeys(part[group]), key=_natural)
+        head = "".join(f"<th>{html.escape(group)} = {g}</th>" for g in groups)
+        rows = []
+        for comparison in dict.fromkeys(part["comparison"]):
+            cells = []
+            for g in groups:
+                r = part[(part["comparison"] == comparison) & (part[group] == g)]
+                if r.empty:
+                    cells.append("<td></td>")
+                    continue
+                r = r.iloc[0]
+                gain = "" if r["comparison"] == r["baseline"] else f" ({r['gain']:+.1%})"
+                cells.append(f"<td>{r['mean']:.3f} ± {r['sem']:.3f}{gain}</td>")
+            rows.append(f"<tr><th>{html.escape(comparison)}</th>{''.join(cells)}</tr>")
+        parts.append(f"<h3>{html.escape(METRIC_TITLES.get(metric, metric))}</h3>"
+                     f"<table><tr><th></th>{head}</tr>{''.join(rows)}</table>")
+    return "\n".join(parts)
+
+
+def write_report(out, summaries, figures, histories=(), config=None) -> None:
+    """One HTML file, figures embedded, readable offline."""
+    import pandas as pd
+
+    from sparsealign.schema import config_sha
+    from sparsealign.tracking import git_state, parent_run_id
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sections = []
+    for summary_path, figure in zip(summaries, figures):
+        summary = pd.read_csv(summary_path)
+        group = summary.columns[0]
+        name = Path(summary_path).parent.name
+        sections.append(f"<section><h2>Experiment: {html.escape(name)}</h2>"
+                        f"<p>Mean ± SEM over seed pairs of the cross-validated score (both "
+                        f"directions averaged); relative gain versus the neuron baseline in "
+                        f"brackets. Source: <code>{html.escape(str(summary_path))}</code>.</p>"
+                        f"{_img(figure)}{headline_table(summary, group)}</section>")
+    if histories:
+        curves = out.with_name("sae_training_curves.png")
+        training_curves_figure(histories, curves)
+        sections.append(f"<section><h2>SAE training curves</h2>{_img(curves)}</section>")
+    state = git_state()
+    provenance = {"git commit": state["git_commit"], "git dirty": state["git_dirty"],
+                  "config sha": config_sha(config or {}), "MLflow parent run": parent_run_id() or "—"}
+    rows = "".join(f"<tr><th>{html.escape(k)}</th><td><code>{html.escape(str(v))}</code></td></tr>"
+                   for k, v in provenance.items())
+    sections.append(f"<section><h2>Provenance</h2><table>{rows}</table></section>")
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>sparsealign report</title>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}
+table{{border-collapse:collapse;margin:0.5em 0 1.2em}}td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px}}
+img{{max-width:100%}}</style></head><body>
+<h1>sparsealign: does superposition hide alignment?</h1>
+{''.join(sections)}
+</body></html>"""
+    tmp = out.with_name(f"{out.name}.tmp")
+    tmp.write_text(page)
+    tmp.replace(out)
