@@ -180,7 +180,8 @@ def align_pair(args, job) -> None:
     table = pd.DataFrame([{**labels, **row} for row in rows])
     _write_csv(table, args.out)
     both = table[table["direction"] == "both"]
-    job.metrics({f"{r.metric}.{r.comparison}": r.mean for r in both.itertuples()})
+    # MLflow metric names allow no arrows: "SAE→SAE" is logged as "SAE_to_SAE".
+    job.metrics({f"{r.metric}.{r.comparison.replace('→', '_to_')}": r.mean for r in both.itertuples()})
     _log(f"wrote {args.out} ({len(table)} rows)")
 
 

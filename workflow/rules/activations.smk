@@ -4,13 +4,13 @@ rule toy_model:
         features=f"{R}/toy/features/pair{{pair}}.zarr",
     output:
         model=f"{R}/toy/models/m{{hidden}}-seed{{seed}}-pair{{pair}}.pt",
-        activations=f"{R}/toy/activations/m{{hidden}}-seed{{seed}}-pair{{pair}}.zarr",
+        activations=directory(f"{R}/toy/activations/m{{hidden}}-seed{{seed}}-pair{{pair}}.zarr"),
     params:
         toy=as_json({k: v for k, v in TOY.items() if k not in ("sae", "alignment")}),
     log:
         "logs/toy_model/m{hidden}-seed{seed}-pair{pair}.log",
     shell:
-        "{PY} -m sparsealign toy-model --features {input.features} --hidden {wildcards.hidden}"
+        "{PY} -m sparsealign toy-model --rule {rule} --features {input.features} --hidden {wildcards.hidden}"
         " --seed {wildcards.seed} --pair {wildcards.pair} --params {params.toy:q}"
         " --threads {threads}"
         " --wildcards '{{\"hidden\": \"{wildcards.hidden}\", \"seed\": \"{wildcards.seed}\", \"pair\": \"{wildcards.pair}\"}}'"

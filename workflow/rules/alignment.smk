@@ -21,7 +21,7 @@ rule align_toy_pair:
     log:
         "logs/align_toy_pair/m{hidden}-pair{pair}.log",
     shell:
-        "{PY} -m sparsealign align-pair --a {input.a} --b {input.b} --features {input.features}"
+        "{PY} -m sparsealign align-pair --rule {rule} --a {input.a} --b {input.b} --features {input.features}"
         " --params {params.alignment:q} --labels {params.labels:q} --threads {threads}"
         " --wildcards '{{\"hidden\": \"{wildcards.hidden}\", \"pair\": \"{wildcards.pair}\"}}'"
         " --out {output} 2>&1 | tee {log}"

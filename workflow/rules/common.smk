@@ -1,6 +1,7 @@
 import json
 import os
 import sys
+from pathlib import Path
 
 from sparsealign.config import validate_config
 from sparsealign.errors import SparsealignError
@@ -8,7 +9,10 @@ from sparsealign.schema import config_sha
 
 # The interpreter that runs Snakemake runs the jobs, unless a profile says otherwise.
 PY = os.environ.get("SPARSEALIGN_PYTHON", sys.executable)
-CONFIG_SOURCE = ", ".join(map(str, workflow.configfiles)) or "config"
+# A --configfile extends config/config.yaml; a problem is most likely in the override.
+CONFIG_SOURCE = ", ".join(
+    str(f) for f in workflow.configfiles if Path(f).resolve() != Path("config/config.yaml").resolve()
+) or "config/config.yaml"
 
 try:
     config.update(validate_config(config, CONFIG_SOURCE))

@@ -18,7 +18,7 @@ rule summarise_toy:
     log:
         "logs/summarise_toy.log",
     shell:
-        "{PY} -m sparsealign summarise --scores {input} --group hidden"
+        "{PY} -m sparsealign summarise --rule {rule} --scores {input} --group hidden"
         " --title 'Toy models of superposition: neurons vs SAE latents'"
         " --table-out {output.table} --summary-out {output.summary}"
         " --figure-out {output.figure} 2>&1 | tee {log}"
@@ -37,5 +37,5 @@ rule report:
     log:
         "logs/report.log",
     shell:
-        "{PY} -m sparsealign report --summaries {input.summaries} --figures {input.figures}"
+        "{PY} -m sparsealign report --rule {rule} --summaries {input.summaries} --figures {input.figures}"
         " --histories {input.histories} --params {params.config:q} --out {output} 2>&1 | tee {log}"

@@ -17,7 +17,7 @@ rule train_sae:
     log:
         "logs/train_sae/{exp}/{net}.log",
     shell:
-        "{PY} -m sparsealign train-sae --activations {input} --params {params.sae:q}"
+        "{PY} -m sparsealign train-sae --rule {rule} --activations {input} --params {params.sae:q}"
         " --threads {threads}"
         " --wildcards '{{\"exp\": \"{wildcards.exp}\", \"net\": \"{wildcards.net}\"}}'"
         " --sae-out {output.sae} --random-out {output.random} --history-out {output.history}"
