@@ -1,4 +1,8 @@
 import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,3 +28,33 @@ def make_store():
                                  config={}, attrs=attrs)
 
     return build
+
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def workdir(tmp_path: Path) -> Path:
+    work = tmp_path / "project"
+    work.mkdir()
+    for name in ("Snakefile", "workflow", "config"):
+        src = ROOT / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, work / name)
+    return work
+
+
+def job_env(work: Path) -> dict:
+    env = dict(os.environ)
+    env.update(SPARSEALIGN_TRACKING="on", MLFLOW_TRACKING_URI=f"sqlite:///{work}/mlruns/mlflow.db",
+               PYTHONWARNINGS="ignore")
+    return env
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    work = workdir(tmp_path_factory.mktemp("e2e"))
+    env = job_env(work)
+    proc = subprocess.run(SNAKEMAKE + ["--cores", "2", "--configfile", "config/smoke.yaml"],
+                          cwd=work, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return work, env, proc

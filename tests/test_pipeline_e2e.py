@@ -1,42 +1,11 @@
 """The smoke config through Snakemake, end to end, with MLflow on a temporary SQLite store."""
 
-import os
-import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-
-
-def _workdir(tmp_path: Path) -> Path:
-    work = tmp_path / "project"
-    work.mkdir()
-    for name in ("Snakefile", "workflow", "config"):
-        src = ROOT / name
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, work / name)
-    return work
-
-
-def _env(work: Path) -> dict:
-    env = dict(os.environ)
-    env.update(SPARSEALIGN_TRACKING="on", MLFLOW_TRACKING_URI=f"sqlite:///{work}/mlruns/mlflow.db",
-               PYTHONWARNINGS="ignore")
-    return env
-
-
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    work = _workdir(tmp_path_factory.mktemp("e2e"))
-    env = _env(work)
-    proc = subprocess.run(SNAKEMAKE + ["--cores", "2", "--configfile", "config/smoke.yaml"],
-                          cwd=work, env=env, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return work, env, proc
+from conftest import SNAKEMAKE, workdir as _workdir, job_env as _env
 
 
 @pytest.mark.e2e

@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import subprocess
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -151,7 +152,10 @@ def open_store(path, load: bool = True):
     if not path.exists():
         raise fail(path, "no such store", "a Zarr store written by sparsealign")
     try:
-        ds = xr.open_zarr(path, consolidated=False)
+        with warnings.catch_warnings():
+            # Snakemake marks directory outputs with an empty `.snakemake_timestamp` file.
+            warnings.filterwarnings("ignore", message=".*snakemake_timestamp.*")
+            ds = xr.open_zarr(path, consolidated=False)
     except Exception as exc:  # zarr raises many types for a broken store
         raise fail(path, f"not a readable Zarr store ({type(exc).__name__}: {exc})",
                    "a Zarr v3 store") from None

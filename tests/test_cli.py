@@ -1,0 +1,92 @@
+"""The command line as a user meets it: one clear error line, non-zero exit, no partial output."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+
+from sparsealign import schema
+
+
+def _run(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "sparsealign", *args], capture_output=True,
+                          text=True, cwd=cwd, env={"SPARSEALIGN_TRACKING": "off", "PATH": ""})
+
+
+def _store(path, values, prefix="s", kind="neurons"):
+    ids = [f"{prefix}{i:04d}" for i in range(values.shape[0])]
+    units = [f"u/{i:05d}" for i in range(values.shape[1])]
+    schema.save_store(schema.make_store(values, ids, units, source="t", layer="l", kind=kind), path)
+    return str(path)
+
+
+def test_align_pair_with_mismatched_stimuli_fails_cleanly(tmp_path, rng):
+    a = [_store(tmp_path / f"a{i}.zarr", rng.normal(size=(40, 4))) for i in range(3)]
+    b = [_store(tmp_path / "b0.zarr", rng.normal(size=(40, 4)), prefix="other")] + a[1:]
+    out = tmp_path / "scores.csv"
+    params = json.dumps({"metrics": ["semi_matching"], "n_folds": 2, "seed": 0, "options": {}})
+    proc = _run("align-pair", "--a", *a, "--b", *b, "--params", params, "--out", str(out))
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert "b0.zarr" in lines[0] and "shared stimuli" in lines[0]
+    assert not out.exists()
+
+
+def test_nan_store_is_one_line_naming_the_store(tmp_path, rng):
+    import xarray as xr
+
+    path = tmp_path / "nan.zarr"
+    _store(path, rng.normal(size=(30, 3)))
+    ds = xr.open_zarr(path, consolidated=False).load()
+    ds["responses"][2, 1] = np.nan
+    ds.to_zarr(path, mode="w", zarr_format=3, consolidated=False)  # corrupt it behind our back
+    params = json.dumps({"architecture": "topk", "n_latents": 8, "k": 2, "train_fraction": 0.8,
+                         "random_seed": 1})
+    proc = _run("train-sae", "--activations", str(path), "--params", params, "--sae-out",
+                str(tmp_path / "s.pt"), "--random-out", str(tmp_path / "r.pt"),
+                "--history-out", str(tmp_path / "h.json"))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"error: {path}: 1 stimuli have NaN or infinite responses (ids: s0002); expected finite values"]
+    assert not any((tmp_path / name).exists() for name in ("s.pt", "r.pt", "h.json"))
+
+
+def test_wrong_dims_store_is_rejected(tmp_path):
+    import xarray as xr
+
+    path = tmp_path / "wrong.zarr"
+    xr.Dataset({"responses": (("neuron", "image"), np.ones((3, 5)))},
+               attrs=dict.fromkeys(schema.REQUIRED_ATTRS, "neurons")).to_zarr(
+        path, zarr_format=3, consolidated=False)
+    proc = _run("latents", "--activations", str(path), "--sae", "x.pt", "--encoder", "sae",
+                "--params", "{}", "--out", str(tmp_path / "z.zarr"))
+    assert proc.returncode == 2
+    assert "'responses' has dims ('neuron', 'image')" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_check_accepts_good_and_rejects_bad_config(tmp_path):
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    assert _run("check", str(root / "config" / "smoke.yaml")).returncode == 0
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("toy:\n  seed_pairs: 0\n")
+    proc = _run("check", str(bad))
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (f"error: {bad}: config key toy.seed_pairs: 0 is less than the "
+                                   "minimum of 1; expected a config matching config.schema.yaml")
+
+
+def test_every_subcommand_has_help(capsys):
+    import pytest
+
+    from sparsealign.cli import STAGES, build_parser
+
+    for name in STAGES:
+        with pytest.raises(SystemExit) as exit_info:
+            build_parser().parse_args([name, "--help"])
+        assert exit_info.value.code == 0
+        assert f"usage: sparsealign {name}" in capsys.readouterr().out
