@@ -83,9 +83,9 @@ def test_check_accepts_good_and_rejects_bad_config(tmp_path):
 def test_every_subcommand_has_help(capsys):
     import pytest
 
-    from sparsealign.cli import STAGES, build_parser
+    from sparsealign.cli import COMMANDS, STAGES, build_parser
 
-    for name in STAGES:
+    for name in [*STAGES, *COMMANDS]:
         with pytest.raises(SystemExit) as exit_info:
             build_parser().parse_args([name, "--help"])
         assert exit_info.value.code == 0

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
 from sparsealign.errors import SparsealignError, fail
+from sparsealign.progress import Progress
 
 
 def _json(text: str):
@@ -66,13 +68,10 @@ def toy_model(args, job) -> None:
     params = _json(args.params)
     cfg = _toy_config(params)
     features = schema.open_store(args.features)
-    every = max(1, cfg.steps // 10)
-
-    def progress(step, loss):
-        if step % every == 0:
-            _log(f"toy m={args.hidden} seed={args.seed}: step {step}/{cfg.steps} loss {loss:.5f}")
-
-    model, curve = toy.train_toy_model(args.hidden, args.seed, args.pair, cfg, progress)
+    with Progress(f"toy model m={args.hidden} seed={args.seed}", cfg.steps) as bar:
+        model, curve = toy.train_toy_model(
+            args.hidden, args.seed, args.pair, cfg,
+            progress=lambda step, loss: bar.update(step - bar.done, loss=loss))
     hidden = toy.hidden_activations(model, schema.responses(features).astype("float32"))
     units = [f"hidden/{i:05d}" for i in range(hidden.shape[1])]
     ds = schema.make_store(hidden, features["stimulus"].values, units,
@@ -102,7 +101,11 @@ def train_sae(args, job) -> None:
     cfg = _sae_config(params, SAEConfig)
     _log(f"training {cfg.architecture} SAE ({cfg.n_latents} latents, k={cfg.k}) on "
          f"{x.shape[0]} × {x.shape[1]} activations of {args.activations}")
-    sae, history = fit(x, cfg)
+    checkpoint = Path(f"{args.sae_out}.ckpt")  # survives a killed job; the rerun resumes
+    total = math.ceil(x.shape[0] / cfg.batch_size) * cfg.epochs
+    with Progress(f"SAE {args.activations}", total) as bar:
+        sae, history = fit(x, cfg, checkpoint=checkpoint, log_fn=lambda step, row: bar.update(
+            step - bar.done, loss=row["loss"], fvu=row["fvu"], l0=row["l0"]))
     random_cfg = _sae_config({**params, "seed": params["random_seed"]}, SAEConfig)
     random_sae = build_sae(random_cfg, x.shape[1])
     meta = {"activations": str(args.activations), "n_train": int(x.shape[0])}
@@ -117,6 +120,7 @@ def train_sae(args, job) -> None:
     save_sae(sae, args.sae_out, meta)
     save_sae(random_sae, args.random_out, {**meta, "trained": False})
     tmp.replace(args.history_out)
+    checkpoint.unlink(missing_ok=True)
     job.curves({f"sae_{name}": list(zip(history["step"], values)) for name, values in curves.items()})
     job.metrics({f"final_{k}": v for k, v in final.items() if isinstance(v, (int, float))})
     _log("final " + ", ".join(f"{k}={v:.4g}" for k, v in final.items() if isinstance(v, (int, float))))
@@ -170,8 +174,11 @@ def align_pair(args, job) -> None:
                            f"{reference.sizes['stimulus']} evaluation stimuli of {reference_path}",
                            "every evaluation stimulus")
             matched[label][name] = schema.responses(ds)
-    rows = comparisons.score_comparisons(matched["A"], matched["B"], params["metrics"],
-                                         params["n_folds"], params["seed"], params["options"])
+    total = len(comparisons.COMPARISONS) * len(params["metrics"])
+    with Progress(f"alignment {args.out}", total) as bar:
+        rows = comparisons.score_comparisons(
+            matched["A"], matched["B"], params["metrics"], params["n_folds"], params["seed"],
+            params["options"], progress=lambda c, m, value: bar.update(1, **{m: value}))
     if args.features:
         _, features = schema.match_stimuli(reference, schema.open_store(args.features),
                                            reference_path, args.features, mode="intersect")
@@ -220,20 +227,99 @@ def build_report(args, job) -> None:
     print(f"report: {Path(args.out).resolve()}", flush=True)
 
 
-def check(args) -> None:
-    """Validate a config file (and the stores it names) without running anything."""
+def check(args) -> int:
+    """Validate a config file (every problem, one line each) without running anything."""
+    from sparsealign.config import config_problems
+
+    problems = config_problems(args.config)
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    if not problems:
+        print(f"{args.config}: ok")
+    return 2 if problems else 0
+
+
+# --------------------------------------------------------------------------- user commands
+def _snakemake(args, extra: list[str]) -> list[str]:
+    command = [sys.executable, "-m", "snakemake", "--configfile", args.config]
+    if getattr(args, "profile", None):
+        command += ["--workflow-profile", f"workflow/profiles/{args.profile}"]
+    return command + extra
+
+
+def run_pipeline(args) -> int:
+    """Run the pipeline (Snakemake) and say where the report is."""
+    import subprocess
+
     from sparsealign.config import load_config
 
-    load_config(args.config)
-    print(f"{args.config}: ok")
+    config = load_config(args.config)
+    cores = [] if any(a.startswith(("--cores", "-c", "--jobs", "-j")) for a in args.snakemake_args) \
+        else ["--cores", "all"]
+    code = subprocess.call(_snakemake(args, cores + args.snakemake_args))
+    if code == 0:
+        print(f"report: {Path(config['results_dir'], 'report.html').resolve()}")
+    return code
+
+
+def status(args) -> int:
+    """What is done and what would run (a Snakemake dry run, summarised)."""
+    import subprocess
+
+    proc = subprocess.run(_snakemake(args, ["--dry-run", "--quiet", "rules", "host", "reason"]
+                                     + args.snakemake_args), capture_output=True, text=True)
+    text = proc.stdout + proc.stderr
+    if proc.returncode != 0:
+        sys.stderr.write(text)
+        return proc.returncode
+    if "Job stats:" not in text:
+        print(f"{args.config}: nothing to do, every output is up to date")
+        return 0
+    table = text[text.index("Job stats:"):].split("\n\n")[0]
+    print(f"{args.config}: jobs that would run\n{table}")
+    return 0
+
+
+def rebuild_report(args) -> int:
+    """Rebuild the summaries, figures and HTML report from the existing results tables."""
+    import subprocess
+
+    return subprocess.call(_snakemake(args, ["--cores", "1", "--forcerun", "summarise_toy", "report",
+                                             "--", "report"]))
+
+
+def ui(args) -> int:
+    """Start the MLflow UI on loopback over the project's store; Ctrl-C stops it and its workers."""
+    import os
+    import signal
+    import subprocess
+
+    from sparsealign.tracking import tracking_uri
+
+    uri = args.backend_store_uri or tracking_uri()
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
+               "--host", "127.0.0.1", "--port", str(args.port), "--workers", "1"]
+    process = subprocess.Popen(command, start_new_session=True)
+    print(f"MLflow UI: http://127.0.0.1:{args.port} (store {uri}); Ctrl-C to stop", flush=True)
+    try:
+        return process.wait()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)  # the server and every worker it forked
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
 
 
 # --------------------------------------------------------------------------- plumbing
 STAGES = {
-    "toy-data": (toy_data, True), "toy-model": (toy_model, True), "train-sae": (train_sae, True),
-    "latents": (latents, True), "align-pair": (align_pair, True), "summarise": (summarise, True),
-    "report": (build_report, True), "check": (check, False),
+    "toy-data": toy_data, "toy-model": toy_model, "train-sae": train_sae, "latents": latents,
+    "align-pair": align_pair, "summarise": summarise, "write-report": build_report,
 }
+COMMANDS = {"run": run_pipeline, "status": status, "report": rebuild_report, "ui": ui, "check": check}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -291,14 +377,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--summary-out", required=True)
     p.add_argument("--figure-out", required=True)
 
-    p = stage("report", "the self-contained HTML report")
+    p = stage("write-report", "the self-contained HTML report (what the report rule calls)")
     p.add_argument("--summaries", nargs="+", required=True)
     p.add_argument("--figures", nargs="+", required=True)
     p.add_argument("--histories", nargs="*", default=[])
     p.add_argument("--params", help="the full config, JSON")
     p.add_argument("--out", required=True)
 
-    p = sub.add_parser("check", help="validate a config without running anything")
+    def command(name, help_text, config_default=True):
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if config_default:
+            p.add_argument("--config", default="config/config.yaml", help="config file")
+        return p
+
+    p = command("run", "run the pipeline; extra arguments go to Snakemake (e.g. --cores 2 -n)")
+    p.add_argument("--profile", help="a folder of workflow/profiles/ (local, slurm, kubernetes)")
+    p.add_argument("snakemake_args", nargs=argparse.REMAINDER, help="passed to Snakemake")
+    p = command("status", "what is done and what would run")
+    p.add_argument("--profile", help="a folder of workflow/profiles/")
+    p.add_argument("snakemake_args", nargs=argparse.REMAINDER, help="passed to Snakemake")
+    command("report", "rebuild the report from the results tables")
+    p = command("ui", "start the MLflow UI on 127.0.0.1 over the project's runs", config_default=False)
+    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--backend-store-uri", help="default: $MLFLOW_TRACKING_URI or the project's SQLite store")
+    p = command("check", "validate a config (every problem, one line each) without running anything",
+                config_default=False)
     p.add_argument("config")
     return parser
 
@@ -313,30 +416,27 @@ def _inputs(args) -> list[str]:
     return [p for p in paths if Path(p).exists()]
 
 
-def run(argv=None) -> None:
+def run(argv=None) -> int:
     from sparsealign import tracking
     from sparsealign.schema import config_sha
 
     args = build_parser().parse_args(argv)
-    function, tracked = STAGES[args.command]
-    if hasattr(args, "threads"):
-        _set_threads(args.threads)
-    if not tracked:
-        function(args)
-        return
+    if args.command in COMMANDS:
+        return COMMANDS[args.command](args)
+    _set_threads(args.threads)
     params = _json(args.params) if getattr(args, "params", None) else {}
     with tracking.job_run(args.rule, _json(args.wildcards), params, _inputs(args),
                           config_sha(params)) as job:
-        function(args, job)
+        STAGES[args.command](args, job)
+    return 0
 
 
 def main(argv=None) -> int:
     try:
-        run(argv)
+        return run(argv)
     except SparsealignError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":

@@ -34,11 +34,12 @@ def _fold_row(comparison, direction, metric, folds, extra=None) -> dict:
 
 
 def score_comparisons(system_a: dict, system_b: dict, metrics, n_folds: int = 5, seed: int = 0,
-                      options: dict | None = None) -> list[dict]:
+                      options: dict | None = None, progress=None) -> list[dict]:
     """Score every comparison of :data:`COMPARISONS` between two systems.
 
     ``system_a``/``system_b`` map ``"neurons"``, ``"sae"``, ``"random"`` to (stimulus,
-    unit) arrays whose rows are the same stimuli in the same order.
+    unit) arrays whose rows are the same stimuli in the same order. ``progress``, if
+    given, is called after each (comparison, metric) with ``(comparison, metric, mean)``.
     """
     from sparsealign.align import score
 
@@ -55,6 +56,8 @@ def score_comparisons(system_a: dict, system_b: dict, metrics, n_folds: int = 5,
                     "dropped_target": result.get("dropped_target", 0)}))
             both = (np.asarray(ab["folds"]) + np.asarray(ba["folds"])) / 2
             rows.append(_fold_row(comparison, "both", metric, both))
+            if progress is not None:
+                progress(comparison, metric, float(both.mean()))
     return rows
 
 

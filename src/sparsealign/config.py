@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from sparsealign.errors import fail
+from sparsealign.errors import SparsealignError, fail
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -39,29 +39,32 @@ def _inline_refs(node, definitions):
     return node
 
 
+def _problems(config: dict, source, schema_path) -> list[str]:
+    """Fill defaults into ``config`` in place; return one message per schema violation."""
+    from jsonschema import Draft7Validator
+
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    schema = _inline_refs(schema, schema.get("definitions", {}))
+    validator = _with_defaults(Draft7Validator)(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
+    return [str(fail(source, f"config key {'.'.join(map(str, e.absolute_path)) or '(top level)'}: "
+                     f"{e.message}", f"a config matching {Path(schema_path).name}"))
+            for e in errors]
+
+
 def validate_config(config: dict, source="config", schema_path=SCHEMA_PATH) -> dict:
     """Return a validated copy of ``config`` with defaults filled in.
 
     Raises SparsealignError naming ``source`` and the offending key on the first problem.
     """
-    from jsonschema import Draft7Validator
-
-    schema = yaml.safe_load(Path(schema_path).read_text())
-    schema = _inline_refs(schema, schema.get("definitions", {}))
     config = copy.deepcopy(config or {})
-    validator = _with_defaults(Draft7Validator)(schema)
-    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
-    if errors:
-        error = errors[0]
-        where = ".".join(map(str, error.absolute_path)) or "(top level)"
-        raise fail(source, f"config key {where}: {error.message}",
-                   f"a config matching {Path(schema_path).name}")
+    problems = _problems(config, source, schema_path)
+    if problems:
+        raise SparsealignError(problems[0])
     return config
 
 
-def load_config(path) -> dict:
-    """Read a YAML config file and validate it (see :func:`validate_config`)."""
-    path = Path(path)
+def _read(path: Path) -> dict:
     try:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError:
@@ -70,4 +73,18 @@ def load_config(path) -> dict:
         raise fail(path, f"not valid YAML ({str(exc).splitlines()[0]})") from None
     if raw is not None and not isinstance(raw, dict):
         raise fail(path, f"top level is a {type(raw).__name__}", "a mapping of config keys")
-    return validate_config(raw, path)
+    return raw or {}
+
+
+def load_config(path) -> dict:
+    """Read a YAML config file and validate it (see :func:`validate_config`)."""
+    return validate_config(_read(Path(path)), path)
+
+
+def config_problems(path, schema_path=SCHEMA_PATH) -> list[str]:
+    """Every problem of a config file, one message each (empty when it is valid)."""
+    try:
+        config = _read(Path(path))
+    except SparsealignError as exc:
+        return [str(exc)]
+    return _problems(config, path, schema_path)

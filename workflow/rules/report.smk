@@ -37,5 +37,5 @@ rule report:
     log:
         "logs/report.log",
     shell:
-        "{PY} -m sparsealign report --rule {rule} --summaries {input.summaries} --figures {input.figures}"
+        "{PY} -m sparsealign write-report --rule {rule} --summaries {input.summaries} --figures {input.figures}"
         " --histories {input.histories} --params {params.config:q} --out {output} 2>&1 | tee {log}"
