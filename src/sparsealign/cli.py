@@ -416,6 +416,11 @@ def _inputs(args) -> list[str]:
     return [p for p in paths if Path(p).exists()]
 
 
+def _outputs(args) -> list[str]:
+    return [value for name, value in sorted(vars(args).items())
+            if (name == "out" or name.endswith("_out")) and value]
+
+
 def run(argv=None) -> int:
     from sparsealign import tracking
     from sparsealign.schema import config_sha
@@ -428,6 +433,7 @@ def run(argv=None) -> int:
     with tracking.job_run(args.rule, _json(args.wildcards), params, _inputs(args),
                           config_sha(params)) as job:
         STAGES[args.command](args, job)
+        job.outputs(_outputs(args))
     return 0
 
 

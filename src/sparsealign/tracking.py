@@ -74,7 +74,8 @@ def path_md5(path) -> str:
     if path.is_file():
         return _file_md5(path)
     digest = hashlib.md5()
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+    # Snakemake drops an empty `.snakemake_timestamp` into directory outputs after the job.
+    for file in sorted(p for p in path.rglob("*") if p.is_file() and p.name != ".snakemake_timestamp"):
         digest.update(f"{file.relative_to(path).as_posix()}:{_file_md5(file)}\n".encode())
     return digest.hexdigest()
 
