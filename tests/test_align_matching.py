@@ -74,6 +74,9 @@ def test_float32_and_torch_paths_agree_with_float64():
         assert other["folds"] == pytest.approx(base["folds"], abs=1e-5)
         assert other["reverse_folds"] == pytest.approx(base["reverse_folds"], abs=1e-5)
         assert other["mutual_pairs"] == base["mutual_pairs"]
+    for metric in ("hungarian", "soft_matching"):
+        assert score(metric, x, y, device="torch:cpu")["folds"] == pytest.approx(
+            score(metric, x, y)["folds"], abs=1e-5)
 
 
 def test_mutual_pairs_and_directions():
@@ -149,3 +152,6 @@ def test_full_matrix_metrics_respect_the_budget():
     x = rng.standard_normal((50, 400))
     with pytest.raises(SparsealignError, match="memory_budget_mb"):
         score("hungarian", x, x, memory_budget_mb=1)
+    for metric in ("ridge", "procrustes"):
+        with pytest.raises(SparsealignError, match="memory_budget_mb"):
+            score(metric, x, x, memory_budget_mb=0.1)

@@ -29,8 +29,8 @@ def test_cka_matches_the_kernel_formula():
     rng = np.random.default_rng(1)
     x, y = rng.standard_normal((40, 6)), rng.standard_normal((40, 9))
     h = np.eye(40) - 1 / 40
-    k, l = h @ x @ x.T @ h, h @ y @ y.T @ h
-    expected = (k * l).sum() / np.sqrt((k * k).sum() * (l * l).sum())
+    kx, ky = h @ x @ x.T @ h, h @ y @ y.T @ h
+    expected = (kx * ky).sum() / np.sqrt((kx * kx).sum() * (ky * ky).sum())
     assert score("cka", x, y, n_folds=1)["mean"] == pytest.approx(expected)
 
 

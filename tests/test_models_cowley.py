@@ -7,6 +7,7 @@ re-implementation of the first block, and (3) real V4 responses of test session 
 
 import io
 import json
+import re
 import zipfile
 from pathlib import Path
 
@@ -83,14 +84,17 @@ def test_first_block_matches_numpy_at_a_few_pixels(session_190923):
 
 
 def test_predictions_correlate_with_held_out_v4_responses(session_190923):
-    """Outputs 0–32 predict the 33 neurons of session 190923 (a test session)."""
+    """Outputs 0–32 predict the 33 neurons of session 190923 (a held-out test session).
+
+    On all 1,200 images the median per-neuron r is 0.66; on these 32 it is 0.84.
+    """
     _, images, responses = session_190923
     spec = get_model("cowley_direct_fit")
     with torch.no_grad():
-        prediction = spec.build()(spec.preprocess(images[:64])).numpy()[:, :33]
-    actual = responses[:, :64].T
+        prediction = spec.build()(spec.preprocess(images[:32])).numpy()[:, :33]
+    actual = responses[:, :32].T
     r = [np.corrcoef(prediction[:, n], actual[:, n])[0, 1] for n in range(33)]
-    assert np.median(r) > 0.4
+    assert np.median(r) > 0.5
 
 
 def test_tf_same_padding_puts_the_odd_pixel_after():
@@ -127,7 +131,8 @@ def keras_file(tmp_path, layers, weights):
 
 def layer(kind, name, previous, **config):
     inbound = [] if previous is None else [
-        {"args": [{"class_name": "__keras_tensor__", "config": {"keras_history": [previous, 0, 0]}}]}]
+        {"args": [{"class_name": "__keras_tensor__",
+                   "config": {"keras_history": [previous, 0, 0]}}]}]
     return {"class_name": kind, "config": {"name": name, **config}, "inbound_nodes": inbound}
 
 
@@ -150,12 +155,14 @@ def test_a_small_keras_chain_is_ported(tmp_path):
     ([layer("InputLayer", "in", None), layer("Dense", "d", "in")], {}, "is a Dense"),
     ([layer("InputLayer", "in", None), layer("Conv2D", "c", "in", **CONV)], {},
      "no weights group layers/conv2d"),
+    ([layer("InputLayer", "in", None), layer("Conv2D", "c", "in", **CONV)],
+     {"layers/conv2d/vars/0": np.ones((1, 1, 2, 2)), "layers/conv2d/vars/1": np.ones(2)},
+     "weight 0 has shape (1, 1, 2, 2)"),
     ([layer("InputLayer", "in", None), layer("Activation", "a", "in", activation="relu"),
       layer("Activation", "b", "in", activation="relu")], {}, "takes inputs ['in']"),
     ([layer("InputLayer", "in", None), layer("Activation", "a", "in", activation="gelu")], {},
      "activation 'gelu'"),
 ])
 def test_unsupported_keras_graphs_are_named_errors(tmp_path, layers, weights, problem):
-    with pytest.raises(SparsealignError, match=r"m\.keras: .*" + problem.replace("[", r"\[")
-                       .replace("]", r"\]")):
+    with pytest.raises(SparsealignError, match=r"m\.keras: .*" + re.escape(problem)):
         load_keras_chain(keras_file(tmp_path, layers, weights))

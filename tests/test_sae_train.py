@@ -42,15 +42,10 @@ def cfg(**kw):
     return SAEConfig(**{**base, **kw})
 
 
-# Stated thresholds (512 steps): the FVU floor of a linear encoder on this 2x-overcomplete
-# dictionary is ~0.07; the L1 and L0 penalties here buy a code as sparse as the truth
-# (L0 ≈ 3-10) at some shrinkage.
-VARIANT_RUNS = {
-    "topk": (dict(), 0.12),
-    "batchtopk": (dict(), 0.12),
-    "relu": (dict(l1_coef=0.02), 0.12),
-    "jumprelu": (dict(l0_coef=1e-2, jumprelu_bandwidth=0.1, jumprelu_init_threshold=0.3), 0.16),
-}
+# Stated FVU thresholds after 512 steps with default settings: a linear encoder's floor on
+# this 2x-overcomplete dictionary is ~0.07 (TopK reaches ~0.08); ReLU-L1 and JumpReLU pay
+# some shrinkage for a code about as sparse as the truth (L0 ≈ 3-10).
+MAX_FVU = {"topk": 0.1, "batchtopk": 0.12, "relu": 0.12, "jumprelu": 0.13}
 
 
 @pytest.fixture(scope="module")
@@ -58,14 +53,14 @@ def data():
     return planted()
 
 
-@pytest.mark.parametrize("arch", sorted(VARIANT_RUNS))
+@pytest.mark.parametrize("arch", sorted(MAX_FVU))
 def test_variant_learns_planted_dictionary(arch, data):
     x, dictionary = data
-    settings, max_fvu = VARIANT_RUNS[arch]
-    sae, history = train_sae(x, cfg(architecture=arch, **settings))
+    max_fvu = MAX_FVU[arch]
+    sae, history = train_sae(x, cfg(architecture=arch))
     assert history["fvu"][-1] < max_fvu
     assert history["fvu"][-1] < history["fvu"][0]
-    assert recovered(sae, dictionary) >= 0.85
+    assert recovered(sae, dictionary) >= 0.9
     assert {len(v) for k, v in history.items() if k != "final"} == {len(history["step"])}
     z = encode_array(sae, x[:2000])
     x_hat = sae.decode(torch.from_numpy(z)).detach().numpy()
@@ -77,6 +72,15 @@ def test_variant_learns_planted_dictionary(arch, data):
     if arch == "batchtopk":
         assert history["l0"][-1] == pytest.approx(K_TRUE)          # exact on every batch
         assert (z != 0).sum(axis=1).mean() == pytest.approx(K_TRUE, rel=0.25)  # threshold
+
+
+@pytest.mark.parametrize("arch", ["topk", "jumprelu"])
+def test_bf16_autocast_trains(arch, data):
+    # The CUDA precision path (custom autograd functions under autocast), run on CPU.
+    sae, history = train_sae(data[0][:8192], cfg(architecture=arch, epochs=2,
+                                                 precision="bf16"))
+    assert history["fvu"][-1] < 0.3 and all(np.isfinite(history["loss"]))
+    assert sae.W_dec.dtype == torch.float32
 
 
 def test_training_is_deterministic_on_cpu(data):
@@ -131,7 +135,7 @@ def test_bad_input_is_a_sparsealign_error(problem, kw, data):
         train_sae(x, cfg(**kw))
 
 
-@pytest.mark.parametrize("arch", sorted(VARIANT_RUNS))
+@pytest.mark.parametrize("arch", sorted(MAX_FVU))
 def test_folding_the_input_normalisation_is_exact(arch):
     sae = build_sae(SAEConfig(architecture=arch, n_latents=32, k=3), 8)
     x = torch.randn(50, 8, dtype=torch.float64) * 7 + 3
@@ -174,6 +178,8 @@ def test_killed_run_resumes_to_identical_weights(tmp_path, data):
     for key in ref_history:
         if key != "final":
             assert history[key] == ref_history[key], key
+    again, _ = train_sae(x, config, checkpoint=ckpt)          # finished: nothing left to do
+    assert torch.equal(again.W_enc, reference.W_enc)
 
 
 KILLED_RUN = """

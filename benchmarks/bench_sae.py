@@ -1,0 +1,247 @@
+"""The same TopK SAE trained by sparsealign, SAELens and sparsify on the same cached activations.
+
+    python benchmarks/bench_sae.py                      # both sizes, CPU, 1 thread
+    python benchmarks/bench_sae.py --device cuda --sizes 768x12288x32x2048 --steps 500
+
+Each (library, size) runs in its own process under ``--python`` (an environment holding
+torch, sae-lens and eai-sparsify; sparsealign is imported from this checkout's ``src``),
+so peak memory is per run ("training MiB": the peak above the process after imports and
+data loading), and ``--repeats`` alternates the order of the runs so that a shared,
+loaded machine penalises no library in particular. Every library gets the same rows, the
+same optimiser (Adam, same learning rate, no warm-up), the same batch size and steps, no
+AuxK (the dead-latent window is longer than the run), and the FVU of each trained SAE is
+computed the same way on the same held-out rows. sparsify's ``Trainer`` needs a Hugging Face model, so its
+per-step work (bias init, decoder renormalisation, forward, FVU loss, gradient projection,
+Adam step, fired-latent bookkeeping) is replayed here with its own ``SparseCoder``; SAELens
+runs its own ``SAETrainer`` on an iterator of batches with its default TopK settings (its
+``use_sparse_activations`` option fails in the backward pass on CPU with torch 2.13).
+
+Activations are synthetic, cached as .npy under ``--cache``: sparse codes over 8·d unit
+directions with Zipf-distributed frequencies (about 40 active per row), exponential
+magnitudes and 5 % Gaussian noise — the statistics SAEs are built for, with no model to
+download.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO_SRC = Path(__file__).resolve().parents[1] / "src"
+LIBRARIES = ("sparsealign", "sae-lens", "sparsify")
+EVAL_ROWS = 8192
+WARMUP_STEPS = 2
+
+
+def make_activations(n: int, d: int, seed: int) -> np.ndarray:
+    import scipy.sparse
+
+    rng = np.random.default_rng(seed)
+    n_features = 8 * d
+    directions = rng.normal(size=(n_features, d)).astype(np.float32)
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    freq = 1.0 / np.arange(1, n_features + 1) ** 0.8
+    per_row = rng.poisson(40, size=n)
+    rows = np.repeat(np.arange(n), per_row)
+    cols = rng.choice(n_features, size=rows.size, p=freq / freq.sum())
+    vals = rng.exponential(size=rows.size).astype(np.float32)
+    codes = scipy.sparse.csr_matrix((vals, (rows, cols)), shape=(n, n_features))
+    x = np.asarray(codes @ directions, dtype=np.float32)
+    x += 0.05 * x.std() * rng.normal(size=x.shape).astype(np.float32)
+    return x
+
+
+def cached_activations(cache: Path, n: int, d: int) -> Path:
+    path = cache / f"acts_{n}x{d}.npy"
+    if not path.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.stem}.tmp-{os.getpid()}.npy")
+        np.save(tmp, make_activations(n, d, seed=0))
+        os.replace(tmp, path)
+    return path
+
+
+# ---- one (library, size) run, in its own process ----------------------------------------
+
+def train_sparsealign(x, spec):
+    from sparsealign.sae import SAEConfig, train_sae
+
+    cfg = SAEConfig(architecture="topk", n_latents=spec["latents"], k=spec["k"],
+                    batch_size=spec["batch"], lr=spec["lr"], seed=0, device=spec["device"],
+                    dead_tokens=10**12, log_every=10**9)
+    sae, _ = train_sae(x, cfg)
+    return lambda h: sae(h)
+
+
+def train_sae_lens(x, spec):
+    import torch
+    from sae_lens import TopKTrainingSAE, TopKTrainingSAEConfig
+    from sae_lens.config import LoggingConfig, SAETrainerConfig
+    from sae_lens.training.sae_trainer import SAETrainer
+
+    torch.manual_seed(0)
+    sae = TopKTrainingSAE(TopKTrainingSAEConfig(
+        d_in=x.shape[1], d_sae=spec["latents"], k=spec["k"], device=spec["device"],
+        dtype="float32"))
+    batch = spec["batch"]
+    cfg = SAETrainerConfig(total_training_samples=len(x) // batch * batch,
+                           train_batch_size_samples=batch, lr=spec["lr"], lr_end=spec["lr"],
+                           device=spec["device"], autocast=spec["device"].startswith("cuda"),
+                           dead_feature_window=10**12,
+                           logger=LoggingConfig(log_to_wandb=False))
+    batches = (torch.from_numpy(x[i:i + batch]).to(spec["device"])
+               for i in range(0, len(x), batch))
+    os.environ["TQDM_DISABLE"] = "1"
+    SAETrainer(cfg=cfg, sae=sae, data_provider=batches).fit()
+    return lambda h: sae(h)
+
+
+def train_sparsify(x, spec):
+    import torch
+    from sparsify import SparseCoder, SparseCoderConfig
+
+    torch.manual_seed(0)
+    device = spec["device"]
+    sae = SparseCoder(x.shape[1], SparseCoderConfig(num_latents=spec["latents"], k=spec["k"]),
+                      device=device)
+    opt = torch.optim.Adam(sae.parameters(), lr=spec["lr"])
+    tokens_since_fired = torch.zeros(sae.num_latents, dtype=torch.long, device=device)
+    batch, total_fvu = spec["batch"], 0.0
+    for step, start in enumerate(range(0, len(x), batch)):
+        h = torch.from_numpy(x[start:start + batch]).to(device)
+        if step == 0:
+            sae.b_dec.data = h.mean(0)
+        sae.set_decoder_norm_to_unit_norm()
+        out = sae(h)
+        did_fire = torch.zeros(sae.num_latents, dtype=torch.bool, device=device)
+        did_fire[out.latent_indices.flatten()] = True
+        total_fvu += float(out.fvu.detach())
+        out.fvu.backward()
+        sae.remove_gradient_parallel_to_decoder_directions()
+        opt.step()
+        opt.zero_grad()
+        with torch.no_grad():
+            tokens_since_fired += len(h)
+            tokens_since_fired[did_fire] = 0
+    return lambda h: sae(h).sae_out
+
+
+TRAINERS = {"sparsealign": train_sparsealign, "sae-lens": train_sae_lens,
+            "sparsify": train_sparsify}
+MODULES = {"sparsealign": "sparsealign.sae", "sae-lens": "sae_lens", "sparsify": "sparsify"}
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_worker(lib: str, spec: dict) -> dict:
+    import importlib
+
+    import torch
+
+    sys.path.insert(0, str(REPO_SRC))
+    importlib.import_module(MODULES[lib])
+    torch.set_num_threads(spec["threads"])
+    data = np.load(spec["data"])
+    held_out, x = data[:EVAL_ROWS], data[EVAL_ROWS:]
+    rss_before = peak_rss_mib()                         # imports and data, before training
+    train = TRAINERS[lib]
+    train(x[:WARMUP_STEPS * spec["batch"]], spec)       # first-call costs, not timed
+    if spec["device"].startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    reconstruct = train(x, spec)
+    if spec["device"].startswith("cuda"):
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    with torch.no_grad():
+        h = torch.from_numpy(held_out).to(spec["device"])
+        x_hat = torch.cat([reconstruct(h[i:i + 1024]).float() for i in range(0, len(h), 1024)])
+        fvu = ((x_hat - h).pow(2).sum() / (h - h.mean(0)).pow(2).sum()).item()
+    result = {"library": lib, "rows": len(x), "seconds": seconds,
+              "activations_per_s": len(x) / seconds, "fvu": fvu,
+              "peak_rss_mib": peak_rss_mib(), "rss_growth_mib": peak_rss_mib() - rss_before}
+    if spec["device"].startswith("cuda"):
+        result["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20
+    return result
+
+
+# ---- driver ---------------------------------------------------------------------------------
+
+def parse_size(text: str) -> dict:
+    d, latents, k, batch = (int(v) for v in text.lower().split("x"))
+    return {"d": d, "latents": latents, "k": k, "batch": batch}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", default="512x4096x32x1024,768x12288x32x2048",
+                        help="comma-separated d x latents x k x batch")
+    parser.add_argument("--steps", default="60,24",
+                        help="timed optimiser steps per size (one value for all sizes, or one each)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads per run")
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--libraries", default=",".join(LIBRARIES))
+    parser.add_argument("--repeats", type=int, default=2,
+                        help="runs per library, in alternating order; the fastest is reported "
+                             "(the FVU is the same in every run)")
+    parser.add_argument("--python", default=os.environ.get("BENCH_PYTHON", sys.executable),
+                        help="interpreter with torch, sae-lens and eai-sparsify installed")
+    parser.add_argument("--cache", type=Path, default=Path("/tmp/sparsealign-bench"))
+    parser.add_argument("--worker", nargs=2, metavar=("LIBRARY", "SPEC"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        print(json.dumps(run_worker(args.worker[0], json.loads(args.worker[1]))))
+        return
+
+    sizes = [parse_size(s) for s in args.sizes.split(",")]
+    steps = [int(s) for s in args.steps.split(",")]
+    steps = steps * len(sizes) if len(steps) == 1 else steps
+    print(f"device={args.device} threads={args.threads} lr={args.lr} python={args.python}")
+    for size, n_steps in zip(sizes, steps):
+        n_rows = EVAL_ROWS + n_steps * size["batch"]
+        spec = {**size, "lr": args.lr, "device": args.device, "threads": args.threads,
+                "data": str(cached_activations(args.cache, n_rows, size["d"]))}
+        print(f"\nd={size['d']} latents={size['latents']} k={size['k']} "
+              f"batch={size['batch']} steps={n_steps} (held-out FVU on {EVAL_ROWS} rows)")
+        libraries = args.libraries.split(",")
+        runs: dict[str, list] = {lib: [] for lib in libraries}
+        for repeat in range(args.repeats):
+            for lib in libraries if repeat % 2 == 0 else libraries[::-1]:
+                proc = subprocess.run([args.python, __file__, "--worker", lib,
+                                       json.dumps(spec)], capture_output=True, text=True)
+                if proc.returncode != 0:
+                    print(f"{lib}: failed: {proc.stderr.strip().splitlines()[-1:]}")
+                    continue
+                runs[lib].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        print(f"{'library':12s} {'act/s':>8s} {'(each run)':>18s} {'peak RSS MiB':>13s} "
+              f"{'training MiB':>13s} {'FVU':>8s}")
+        results = {}
+        for lib, done in runs.items():
+            if not done:
+                continue
+            r = results[lib] = max(done, key=lambda run: run["activations_per_s"])
+            each = "/".join(f"{run['activations_per_s']:.0f}" for run in done)
+            gpu = f" {r['peak_gpu_mib']:.0f} GPU MiB" if "peak_gpu_mib" in r else ""
+            print(f"{lib:12s} {r['activations_per_s']:8.0f} {each:>18s} {r['peak_rss_mib']:13.0f} "
+                  f"{r['rss_growth_mib']:13.0f} {r['fvu']:8.4f}{gpu}", flush=True)
+        ours = results.get("sparsealign")
+        for lib, r in results.items():
+            if ours and lib != "sparsealign":
+                print(f"  sparsealign vs {lib}: {ours['activations_per_s'] / r['activations_per_s']:.2f}x "
+                      f"throughput, FVU {100 * (ours['fvu'] / r['fvu'] - 1):+.2f}% relative")
+
+
+if __name__ == "__main__":
+    main()

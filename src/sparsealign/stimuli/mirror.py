@@ -1,0 +1,75 @@
+"""The offline data mirror: where it is, and checking its files against ``SHA256SUMS``.
+
+The mirror (``../shared/data`` beside the repository by default) holds real stimuli,
+recordings and model weights exactly as published; every reader verifies the files it
+uses before trusting a number from them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from sparsealign.errors import fail
+
+MIRROR_ENV = "SPARSEALIGN_DATA_MIRROR"
+CHECKSUM_FILE = "SHA256SUMS"
+
+
+def default_mirror_dir() -> Path:
+    """``$SPARSEALIGN_DATA_MIRROR``, else ``<repository>/../shared/data``."""
+    if os.environ.get(MIRROR_ENV):
+        return Path(os.environ[MIRROR_ENV])
+    repository = Path(__file__).resolve().parents[3]
+    return repository.parent / "shared" / "data"
+
+
+def read_checksums(mirror_dir) -> dict[str, str]:
+    """Map each relative path listed in ``<mirror_dir>/SHA256SUMS`` to its SHA-256 digest."""
+    sums_path = Path(mirror_dir) / CHECKSUM_FILE
+    if not sums_path.is_file():
+        raise fail(sums_path, "no such file", "the mirror's checksum list (sha256sum format)")
+    sums = {}
+    for line in sums_path.read_text().splitlines():
+        if line.strip():
+            digest, name = line.split(maxsplit=1)
+            sums[name.lstrip("*").removeprefix("./")] = digest.lower()
+    return sums
+
+
+def sha256_file(path) -> str:
+    """Hex SHA-256 digest of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_files(mirror_dir, relative_paths) -> dict[str, Path]:
+    """Check files of the mirror against ``SHA256SUMS``; return relative path → absolute path.
+
+    Raises
+    ------
+    SparsealignError
+        Naming the first file that is not listed, missing, or whose digest differs.
+    """
+    mirror_dir = Path(mirror_dir)
+    sums = read_checksums(mirror_dir)
+    verified = {}
+    for relative in relative_paths:
+        path = mirror_dir / relative
+        if relative not in sums:
+            raise fail(mirror_dir / CHECKSUM_FILE, f"no checksum for {relative}",
+                       "every file the pipeline reads to be listed")
+        if not path.is_file():
+            raise fail(path, "missing from the data mirror",
+                       f"the file listed in {CHECKSUM_FILE} (copy it from the original source)")
+        actual = sha256_file(path)
+        if actual != sums[relative]:
+            raise fail(path, f"SHA-256 {actual[:16]}… differs from {CHECKSUM_FILE} "
+                             f"({sums[relative][:16]}…)",
+                       "the file as published (copy it again from the original source)")
+        verified[relative] = path
+    return verified
