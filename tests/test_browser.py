@@ -76,16 +76,14 @@ def test_mlflow_runs_page_lists_parent_and_child_runs(browser, mlflow_ui):
     child_names = {r.data.tags["mlflow.runName"] for r in runs
                    if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
     ARTIFACTS.mkdir(exist_ok=True)
-    page = browser.new_page(viewport={"width": 1600, "height": 1200})
-    page.goto(f"{url}/#/experiments/{experiment.experiment_id}")
-    page.get_by_text(parent.info.run_name).first.wait_for(timeout=60_000)
+    page = browser.new_page(viewport={"width": 1600, "height": 1400})
+    page.goto(f"{url}/#/experiments/{experiment.experiment_id}/runs")
+    parent_cell = page.locator("[role=gridcell]").filter(has_text=parent.info.run_name).first
+    parent_cell.wait_for(timeout=60_000)
     page.screenshot(path=ARTIFACTS / "mlflow_runs_page.png")
-    # Children are listed under their parent: filter to the jobs to see them all at once.
-    query = "tags.`sparsealign.role` = 'job'"
-    page.goto(f"{url}/#/experiments/{experiment.experiment_id}?searchFilter="
-              + urllib.request.quote(query))
+    parent_cell.locator("button").first.click()  # expand the parent: its jobs are listed under it
     page.get_by_text("train_sae").first.wait_for(timeout=60_000)
-    page.screenshot(path=ARTIFACTS / "mlflow_child_runs.png", full_page=True)
+    page.screenshot(path=ARTIFACTS / "mlflow_child_runs.png")
     text = page.inner_text("body")
     missing = [name for name in child_names if name not in text]
     assert not missing, f"child runs not shown: {missing}"

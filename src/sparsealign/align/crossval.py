@@ -41,6 +41,9 @@ METRICS = {
 }
 """Metric name → function ``(source, target, fold_of, **options) -> dict``."""
 
+SMALL_WORK = 1e10
+"""Below n·(p + q)² multiply-adds, :func:`score` runs with one BLAS thread."""
+
 SYMMETRIC = frozenset({"soft_matching", "rsa", "cka", "cka_debiased", "procrustes",
                        "mutual_knn"})
 
@@ -133,6 +136,8 @@ def score(metric: str, source, target, n_folds: int = 5, seed: int = 0, **option
         (n, q, repeats) trials of the target for the noise ceiling (taken from a
         target store with a ``repeat`` dim automatically).
 
+    Problems smaller than :data:`SMALL_WORK` run with one BLAS thread.
+
     Returns
     -------
     dict of JSON-ready values: ``metric``, ``mean``, ``sem`` (std(ddof=1)/√n_folds; None
@@ -159,7 +164,28 @@ def score(metric: str, source, target, n_folds: int = 5, seed: int = 0, **option
     want_per_target = bool(options.pop("per_target", False))
     x, y = check_pair(source, target, min_rows=max(4, 2 * n_folds))
     options = _options_for(metric, options)
+    with _blas_threads_for(x.shape[0] * (x.shape[1] + y.shape[1]) ** 2):
+        return _score(metric, x, y, n_folds, seed, options, repeats, reverse, n_boot, ci,
+                      n_perm, want_per_target)
 
+
+def _blas_threads_for(work: float):
+    """One BLAS thread for small problems (≲ 1e10 multiply-adds), else leave them be.
+
+    Threaded BLAS only slows products this small, and on a shared CPU its spinning
+    threads make a 0.2 s call take seconds; large problems keep the configured threads.
+    """
+    from contextlib import nullcontext
+
+    if work >= SMALL_WORK:
+        return nullcontext()
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(1, user_api="blas")
+
+
+def _score(metric, x, y, n_folds, seed, options, repeats, reverse, n_boot, ci, n_perm,
+           want_per_target) -> dict:
     raw = _run(metric, x, y, n_folds, seed, options)
     per_target = {k[1:]: raw.pop(k) for k in [k for k in raw if k.startswith("_per_target")]}
     out = {"metric": metric, **_summary(raw["folds"]), **raw, "n_folds": int(n_folds),
