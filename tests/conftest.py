@@ -46,7 +46,9 @@ def workdir(tmp_path: Path) -> Path:
 def job_env(work: Path) -> dict:
     env = dict(os.environ)
     env.update(SPARSEALIGN_TRACKING="on", MLFLOW_TRACKING_URI=f"sqlite:///{work}/mlruns/mlflow.db",
-               PYTHONWARNINGS="ignore")
+               PYTHONWARNINGS="ignore",
+               SPARSEALIGN_DATA_MIRROR=os.environ.get("SPARSEALIGN_DATA_MIRROR",
+                                                      str(ROOT.parent / "shared" / "data")))
     return env
 
 

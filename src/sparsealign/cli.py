@@ -98,7 +98,7 @@ def train_sae(args, job) -> None:
     activations = schema.open_store(args.activations)
     train_ids, _ = training_split(activations["stimulus"].values, params["train_fraction"])
     x = schema.responses(activations.sel(stimulus=train_ids)).astype("float32")
-    cfg = _sae_config(params, SAEConfig)
+    cfg = _sae_config(_with_width(params, x.shape[1]), SAEConfig)
     _log(f"training {cfg.architecture} SAE ({cfg.n_latents} latents, k={cfg.k}) on "
          f"{x.shape[0]} × {x.shape[1]} activations of {args.activations}")
     checkpoint = Path(f"{args.sae_out}.ckpt")  # survives a killed job; the rerun resumes
@@ -106,7 +106,7 @@ def train_sae(args, job) -> None:
     with Progress(f"SAE {args.activations}", total) as bar:
         sae, history = fit(x, cfg, checkpoint=checkpoint, log_fn=lambda step, row: bar.update(
             step - bar.done, loss=row["loss"], fvu=row["fvu"], l0=row["l0"]))
-    random_cfg = _sae_config({**params, "seed": params["random_seed"]}, SAEConfig)
+    random_cfg = _sae_config({**_with_width(params, x.shape[1]), "seed": params["random_seed"]}, SAEConfig)
     random_sae = build_sae(random_cfg, x.shape[1])
     meta = {"activations": str(args.activations), "n_train": int(x.shape[0])}
     curves = {k: v for k, v in history.items() if isinstance(v, list) and k != "step"}
@@ -124,6 +124,13 @@ def train_sae(args, job) -> None:
     job.curves({f"sae_{name}": list(zip(history["step"], values)) for name, values in curves.items()})
     job.metrics({f"final_{k}": v for k, v in final.items() if isinstance(v, (int, float))})
     _log("final " + ", ".join(f"{k}={v:.4g}" for k, v in final.items() if isinstance(v, (int, float))))
+
+
+def _with_width(params: dict, d_in: int) -> dict:
+    """``expansion`` (latents per input unit), when set, fixes ``n_latents`` for this layer."""
+    if params.get("expansion"):
+        return {**params, "n_latents": int(round(params["expansion"] * d_in))}
+    return params
 
 
 def _sae_config(params: dict, config_class):
@@ -190,6 +197,70 @@ def align_pair(args, job) -> None:
     # MLflow metric names allow no arrows: "SAE→SAE" is logged as "SAE_to_SAE".
     job.metrics({f"{r.metric}.{r.comparison.replace('→', '_to_')}": r.mean for r in both.itertuples()})
     _log(f"wrote {args.out} ({len(table)} rows)")
+
+
+def import_recordings(args, job) -> None:
+    """Verify a named dataset against the mirror's checksums and convert it to stores."""
+    from sparsealign.recordings.datasets import import_dataset
+
+    params = _json(args.params)
+    options = {"sessions": [str(s) for s in params["sessions"]]} if args.dataset == "cowley2023_v4" else {}
+    paths = import_dataset(args.dataset, params["mirror"], args.out, config=params, **options)
+    job.metrics({"stores": len(paths)})
+    _log(f"imported {args.dataset}: {len(paths)} stores under {args.out}")
+
+
+def extract(args, job) -> None:
+    """Activations of a registered model's layers on the V4 images (one store per layer)."""
+    from sparsealign import schema
+    from sparsealign.extract import extract_registered_model
+    from sparsealign.stimuli.images import load_cowley_v4_images
+
+    params = _json(args.params)
+    ids, images = load_cowley_v4_images(params["mirror"], sessions=[str(s) for s in params["sessions"]])
+    if params.get("max_stimuli"):
+        ids, images = ids[:params["max_stimuli"]], images[:params["max_stimuli"]]
+    _log(f"extracting {args.model} {params['layers']} on {len(ids)} images")
+    stores = extract_registered_model(args.model, ids, images, layers=params["layers"],
+                                      reduction=params["reduction"], batch_size=params["batch_size"],
+                                      config=params)
+    for layer, ds in stores.items():
+        schema.save_store(ds, Path(args.out_dir) / f"{args.model}-{layer}.zarr")
+    job.metrics({"stimuli": len(ids)})
+
+
+def align_brain(args, job) -> None:
+    """Neurons, SAE latents and random-SAE latents of one layer → one recording session."""
+    import pandas as pd
+
+    from sparsealign import comparisons, schema
+
+    params = _json(args.params)
+    target_path = args.recording
+    target = schema.open_store(target_path)
+    system = {}
+    for name, path in zip(("neurons", "sae", "random"), args.source):
+        ds, target_matched = schema.match_stimuli(schema.open_store(path), target, path, target_path,
+                                                  mode="intersect")
+        system[name] = schema.responses(ds)
+    target_values = schema.responses(target_matched)
+    repeats = None
+    if args.repeats:
+        _, trials = schema.match_stimuli(target_matched, schema.open_store(args.repeats),
+                                         target_path, args.repeats, mode="intersect")
+        if trials.sizes["stimulus"] != target_matched.sizes["stimulus"]:
+            raise fail(args.repeats, f"lacks {target_matched.sizes['stimulus'] - trials.sizes['stimulus']}"
+                       f" of the scored stimuli of {target_path}", "trials for every scored stimulus")
+        repeats = trials.sel(unit=target_matched["unit"].values)["responses"].values
+    with Progress(f"alignment {args.out}", len(system) * len(params["metrics"])) as bar:
+        rows = comparisons.score_against_target(
+            system, target_values, args.target_label, params["metrics"], params["n_folds"],
+            params["seed"], params["options"], target_repeats=repeats,
+            progress=lambda c, m, value: bar.update(1, **{m: value}))
+    labels = _json(args.labels) if args.labels else {}
+    table = pd.DataFrame([{**labels, "n_stimuli": target_values.shape[0], **row} for row in rows])
+    _write_csv(table, args.out)
+    job.metrics({f"{r.metric}.{r.comparison.replace('→', '_to_')}": r.mean for r in table.itertuples()})
 
 
 def _write_csv(table, path) -> None:
@@ -316,8 +387,9 @@ def ui(args) -> int:
 
 # --------------------------------------------------------------------------- plumbing
 STAGES = {
-    "toy-data": toy_data, "toy-model": toy_model, "train-sae": train_sae, "latents": latents,
-    "align-pair": align_pair, "summarise": summarise, "write-report": build_report,
+    "toy-data": toy_data, "toy-model": toy_model, "import-recordings": import_recordings,
+    "extract": extract, "train-sae": train_sae, "latents": latents, "align-pair": align_pair,
+    "align-brain": align_brain, "summarise": summarise, "write-report": build_report,
 }
 COMMANDS = {"run": run_pipeline, "status": status, "report": rebuild_report, "ui": ui, "check": check}
 
@@ -347,6 +419,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-out", required=True)
     p.add_argument("--out", required=True)
 
+    p = stage("import-recordings", "verify a named dataset against the mirror and convert it")
+    p.add_argument("--dataset", required=True, choices=("cowley2023_v4", "nh2015_natsounds"))
+    p.add_argument("--params", required=True, help="{mirror, sessions}, JSON")
+    p.add_argument("--out", required=True, help="directory for the stores")
+
+    p = stage("extract", "activations of a registered model's layers on the V4 images")
+    p.add_argument("--model", required=True)
+    p.add_argument("--params", required=True, help="{mirror, sessions, layers, reduction, batch_size}, JSON")
+    p.add_argument("--out-dir", required=True)
+
     p = stage("train-sae", "train an SAE (and its random control) on an activations store")
     p.add_argument("--activations", required=True)
     p.add_argument("--params", required=True, help="the SAE config slice, JSON")
@@ -365,6 +447,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--a", nargs=3, required=True, metavar=("NEURONS", "SAE", "RANDOM"))
     p.add_argument("--b", nargs=3, required=True, metavar=("NEURONS", "SAE", "RANDOM"))
     p.add_argument("--features", help="ground-truth feature store (toy experiments)")
+    p.add_argument("--params", required=True, help="the alignment config slice, JSON")
+    p.add_argument("--labels", help="extra columns for every row, JSON")
+    p.add_argument("--out", required=True)
+
+    p = stage("align-brain", "score neurons/SAE/random-SAE latents of a layer against a recording")
+    p.add_argument("--source", nargs=3, required=True, metavar=("NEURONS", "SAE", "RANDOM"))
+    p.add_argument("--recording", required=True, help="the recording store (target)")
+    p.add_argument("--repeats", help="the same recording with a repeat dim (noise ceiling)")
+    p.add_argument("--target-label", default="V4")
     p.add_argument("--params", required=True, help="the alignment config slice, JSON")
     p.add_argument("--labels", help="extra columns for every row, JSON")
     p.add_argument("--out", required=True)
@@ -407,7 +498,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _inputs(args) -> list[str]:
-    names = ("features", "activations", "sae", "a", "b", "scores", "summaries", "figures", "histories")
+    names = ("features", "activations", "sae", "a", "b", "source", "recording", "repeats", "scores",
+             "summaries", "figures", "histories")
     paths = []
     for name in names:
         value = getattr(args, name, None)

@@ -19,6 +19,7 @@ COMPARISONS = {
     "RandomSAE→Neuron": ("random", "neurons"),
     "RandomSAE→SAE": ("random", "sae"),
 }
+SOURCE_LABELS = {"neurons": "Neuron", "sae": "SAE", "random": "RandomSAE"}
 RECOVERY = {"neurons": "GroundTruth→Neuron", "sae": "GroundTruth→SAE",
             "random": "GroundTruth→RandomSAE"}
 
@@ -77,4 +78,37 @@ def recovery_rows(features: np.ndarray, systems: dict) -> list[dict]:
             for label, value in zip(per_system, values):
                 rows.append(_fold_row(comparison, label, metric, [value]))
             rows.append(_fold_row(comparison, "both", metric, values))
+    return rows
+
+
+def score_against_target(system: dict, target: np.ndarray, target_label: str, metrics,
+                         n_folds: int = 5, seed: int = 0, options: dict | None = None,
+                         target_repeats=None, progress=None) -> list[dict]:
+    """Score neurons, SAE latents and random-SAE latents of one system against a fixed target.
+
+    The target (e.g. V4 neurons) is never re-encoded, so each comparison runs in its one
+    ``forward`` direction. With ``target_repeats`` (stimulus × unit × repeat) every row also
+    carries the split-half noise ceiling and the ceiling-normalised score, with formulas.
+    """
+    from sparsealign.align import score
+
+    options = options or {}
+    rows = []
+    for kind, values in system.items():
+        comparison = f"{SOURCE_LABELS[kind]}→{target_label}"
+        for metric in metrics:
+            kwargs = dict(n_folds=n_folds, seed=seed, **options.get(metric, {}))
+            if target_repeats is not None:
+                kwargs["target_repeats"] = target_repeats
+            result = score(metric, values, target, **kwargs)
+            extra = {"dropped_source": result.get("dropped_source", 0),
+                     "dropped_target": result.get("dropped_target", 0)}
+            if "ceiling" in result:
+                extra.update(ceiling=result["ceiling"]["mean"], ceiling_formula=result["ceiling"]["formula"])
+            if result.get("normalised", {}).get("mean") is not None:
+                extra.update(normalised=result["normalised"]["mean"],
+                             normalised_formula=result["normalised"]["formula"])
+            rows.append(_fold_row(comparison, "forward", metric, result["folds"], extra))
+            if progress is not None:
+                progress(comparison, metric, rows[-1]["mean"])
     return rows

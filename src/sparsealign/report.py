@@ -13,36 +13,59 @@ from pathlib import Path
 
 import numpy as np
 
-BASELINES = {"GroundTruth→SAE": "GroundTruth→Neuron", "GroundTruth→RandomSAE": "GroundTruth→Neuron"}
 COLOURS = {"Neuron→Neuron": "#7f7f7f", "SAE→Neuron": "#1f77b4", "SAE→SAE": "#2ca02c",
            "RandomSAE→Neuron": "#c5b0d5", "RandomSAE→SAE": "#f7b6d2",
            "GroundTruth→Neuron": "#7f7f7f", "GroundTruth→SAE": "#2ca02c",
            "GroundTruth→RandomSAE": "#f7b6d2"}
+EXPERIMENT_NOTES = {
+    "toy": "Toy models of superposition: mean ± SEM over seed pairs of the cross-validated "
+           "score, both directions averaged.",
+    "v4": "A network's layers (neurons, SAE latents, random-SAE latents) predicting macaque V4 "
+          "neurons: mean ± SEM over recording sessions of the cross-validated score.",
+    "dnn": "Pairs of same-architecture networks trained from different teachers: mean ± SEM "
+           "over model pairs of the cross-validated score, both directions averaged.",
+}
 METRIC_TITLES = {"semi_matching": "Semi-matching (CV r)", "soft_matching": "Soft-matching (CV r)",
                  "hungarian": "One-to-one (CV r)", "ridge": "Ridge predictivity (CV r)",
                  "best_corr": "Ground truth: best corr / feature", "mcc": "Ground truth: MCC"}
+
+
+def baseline_of(comparison: str) -> str:
+    """The neuron baseline of a comparison: every SAE side replaced by neurons.
+
+    ``SAE→SAE`` → ``Neuron→Neuron``; ``SAE→V4`` → ``Neuron→V4``; ``GroundTruth→SAE`` →
+    ``GroundTruth→Neuron``.
+    """
+    return "→".join("Neuron" if side in ("SAE", "RandomSAE") else side
+                    for side in comparison.split("→"))
 
 
 def summarise_over_pairs(table, group: str = "hidden"):
     """Mean ± SEM over seed pairs of the direction-averaged scores, with relative gains.
 
     The gain of a comparison is ``score / score(baseline) − 1`` where the baseline is
-    Neuron→Neuron (GroundTruth→Neuron for recovery rows), within the same group and metric.
+    :func:`baseline_of` the comparison, within the same group and metric. Ceiling columns,
+    where the rows carry them, are averaged the same way.
     """
     import pandas as pd
 
-    both = table[table["direction"] == "both"]
+    both = table[table["direction"].isin(["both", "forward"])]
     summary = (both.groupby([group, "metric", "comparison"], sort=False)["mean"]
                .agg(mean="mean", sem=lambda s: s.std(ddof=1) / np.sqrt(len(s)) if len(s) > 1 else np.nan,
                     n_pairs="count")
                .reset_index())
-    baseline_name = summary["comparison"].map(lambda c: BASELINES.get(c, "Neuron→Neuron"))
+    baseline_name = summary["comparison"].map(baseline_of)
     lookup = summary.set_index([group, "metric", "comparison"])["mean"]
     baseline = [lookup.get((g, m, b), np.nan) for g, m, b in
                 zip(summary[group], summary["metric"], baseline_name)]
     summary["baseline"] = baseline_name
     summary["gain"] = summary["mean"] / pd.Series(baseline, index=summary.index) - 1
     summary.loc[summary["comparison"] == summary["baseline"], "gain"] = 0.0
+    for column in ("ceiling", "normalised"):
+        if column in both.columns:
+            means = both.groupby([group, "metric", "comparison"], sort=False)[column].mean()
+            summary[column] = [means.get(key, np.nan) for key in
+                               zip(summary[group], summary["metric"], summary["comparison"])]
     return summary
 
 
@@ -56,14 +79,14 @@ def paper_figure(summary, out, panel: str = "hidden", title: str = "") -> None:
     metrics = list(dict.fromkeys(summary["metric"]))
     panels = sorted(dict.fromkeys(summary[panel]), key=_natural)
     fig, axes = plt.subplots(len(metrics), len(panels), squeeze=False,
-                             figsize=(2.9 * len(panels) + 0.6, 2.5 * len(metrics)))
+                             figsize=(max(6.5, 2.9 * len(panels) + 0.6), 2.5 * len(metrics)))
     for row, metric in enumerate(metrics):
         for col, value in enumerate(panels):
             ax = axes[row][col]
             part = summary[(summary["metric"] == metric) & (summary[panel] == value)]
             x = np.arange(len(part))
             ax.bar(x, part["mean"], yerr=part["sem"].fillna(0), capsize=3,
-                   color=[COLOURS.get(c, "#999999") for c in part["comparison"]])
+                   color=[_colour(c) for c in part["comparison"]])
             for xi, (_, r) in zip(x, part.iterrows()):
                 if r["comparison"] != r["baseline"] and np.isfinite(r["gain"]):
                     ax.annotate(f"{r['gain']:+.0%}", (xi, max(r["mean"], 0)), ha="center",
@@ -85,11 +108,58 @@ def paper_figure(summary, out, panel: str = "hidden", title: str = "") -> None:
     tmp.replace(out)
 
 
+def _colour(comparison: str) -> str:
+    source = comparison.split("→")[0]
+    return COLOURS.get(comparison, {"Neuron": "#7f7f7f", "SAE": "#1f77b4"}.get(source, "#c5b0d5"))
+
+
 def _natural(value):
     try:
         return (0, float(value))
     except (TypeError, ValueError):
         return (1, str(value))
+
+
+def layer_curves(summary, out, group: str = "layer", order=None) -> None:
+    """Score per layer (x) for each comparison (lines, ± SEM), one panel per metric."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = list(dict.fromkeys(summary["metric"]))
+    layers = order or list(dict.fromkeys(summary[group]))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 2.8), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        part = summary[summary["metric"] == metric]
+        for comparison in dict.fromkeys(part["comparison"]):
+            rows = part[part["comparison"] == comparison].set_index(group).reindex(layers)
+            ax.errorbar(range(len(layers)), rows["mean"], yerr=rows["sem"].fillna(0), marker="o",
+                        markersize=3, capsize=2, color=_colour(comparison), label=comparison)
+        ax.set_xticks(range(len(layers)), layers, fontsize=7)
+        ax.set_title(METRIC_TITLES.get(metric, metric), fontsize=9)
+        ax.axhline(0, color="black", linewidth=0.5)
+    axes[0][0].legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
+def best_layer_note(summary, group: str = "layer") -> str:
+    """One sentence: the best layer for the neuron baseline on ridge, and the SAE there."""
+    ridge = summary[summary["metric"] == "ridge"]
+    neurons = ridge[ridge["comparison"] == ridge["baseline"]]
+    if neurons.empty:
+        return ""
+    best = neurons.loc[neurons["mean"].idxmax()]
+    at_best = ridge[ridge[group] == best[group]].set_index("comparison")
+    parts = [f"{c}: r = {r['mean']:.3f}" + (f", ceiling-normalised {r['normalised']:.3f}"
+                                            if "normalised" in r and np.isfinite(r["normalised"]) else "")
+             for c, r in at_best.iterrows()]
+    ceiling = (f" Noise ceiling (split-half, Spearman–Brown) {best['ceiling']:.3f}."
+               if "ceiling" in best and np.isfinite(best["ceiling"]) else "")
+    return (f"<p><b>Best {html.escape(group)} for neurons on ridge: {html.escape(str(best[group]))}</b> — "
+            f"{html.escape('; '.join(parts))}.{html.escape(ceiling)}</p>")
 
 
 def training_curves_figure(histories, out) -> None:
@@ -136,7 +206,9 @@ def headline_table(summary, group: str = "hidden") -> str:
                     continue
                 r = r.iloc[0]
                 gain = "" if r["comparison"] == r["baseline"] else f" ({r['gain']:+.1%})"
-                cells.append(f"<td>{r['mean']:.3f} ± {r['sem']:.3f}{gain}</td>")
+                norm = (f"; normalised {r['normalised']:.3f} (ceiling {r['ceiling']:.3f})"
+                        if "normalised" in r and np.isfinite(r["normalised"]) else "")
+                cells.append(f"<td>{r['mean']:.3f} ± {r['sem']:.3f}{gain}{norm}</td>")
             rows.append(f"<tr><th>{html.escape(comparison)}</th>{''.join(cells)}</tr>")
         parts.append(f"<h3>{html.escape(METRIC_TITLES.get(metric, metric))}</h3>"
                      f"<table><tr><th></th>{head}</tr>{''.join(rows)}</table>")
@@ -145,25 +217,40 @@ def headline_table(summary, group: str = "hidden") -> str:
 
 def write_report(out, summaries, figures, histories=(), config=None) -> None:
     """One HTML file, figures embedded, readable offline."""
+    import tempfile
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:  # figures drawn here are embedded, not kept
+        page = _page(Path(tmp), summaries, figures, histories, config)
+    tmp_out = out.with_name(f"{out.name}.tmp")
+    tmp_out.write_text(page)
+    tmp_out.replace(out)
+
+
+def _page(scratch: Path, summaries, figures, histories, config) -> str:
     import pandas as pd
 
     from sparsealign.schema import config_sha
     from sparsealign.tracking import git_state, parent_run_id
 
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     sections = []
     for summary_path, figure in zip(summaries, figures):
         summary = pd.read_csv(summary_path)
         group = summary.columns[0]
         name = Path(summary_path).parent.name
+        extra = ""
+        if group == "layer":
+            curves = scratch / f"{name}_layers.png"
+            layer_curves(summary, curves, group)
+            extra = f"<h3>Per-layer curves</h3>{_img(curves)}{best_layer_note(summary, group)}"
         sections.append(f"<section><h2>Experiment: {html.escape(name)}</h2>"
-                        f"<p>Mean ± SEM over seed pairs of the cross-validated score (both "
-                        f"directions averaged); relative gain versus the neuron baseline in "
-                        f"brackets. Source: <code>{html.escape(str(summary_path))}</code>.</p>"
-                        f"{_img(figure)}{headline_table(summary, group)}</section>")
+                        f"<p>{html.escape(EXPERIMENT_NOTES.get(name, ''))} Relative gain versus "
+                        f"the neuron baseline in brackets. Source: "
+                        f"<code>{html.escape(str(summary_path))}</code>.</p>"
+                        f"{_img(figure)}{extra}{headline_table(summary, group)}</section>")
     if histories:
-        curves = out.with_name("sae_training_curves.png")
+        curves = scratch / "sae_training_curves.png"
         training_curves_figure(histories, curves)
         sections.append(f"<section><h2>SAE training curves</h2>{_img(curves)}</section>")
     state = git_state()
@@ -172,13 +259,10 @@ def write_report(out, summaries, figures, histories=(), config=None) -> None:
     rows = "".join(f"<tr><th>{html.escape(k)}</th><td><code>{html.escape(str(v))}</code></td></tr>"
                    for k, v in provenance.items())
     sections.append(f"<section><h2>Provenance</h2><table>{rows}</table></section>")
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>sparsealign report</title>
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>sparsealign report</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}
 table{{border-collapse:collapse;margin:0.5em 0 1.2em}}td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px}}
 img{{max-width:100%}}</style></head><body>
 <h1>sparsealign: does superposition hide alignment?</h1>
 {''.join(sections)}
 </body></html>"""
-    tmp = out.with_name(f"{out.name}.tmp")
-    tmp.write_text(page)
-    tmp.replace(out)

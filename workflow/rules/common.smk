@@ -29,6 +29,13 @@ wildcard_constraints:
     net=r"[^/.]+",
     exp=r"[^/.]+",
     encoder=r"sae|random",
+    layer=r"[^/.-]+",
+    a=r"[^/.-]+",
+    b=r"[^/.-]+",
+    session=r"\d+",
+    hidden=r"\d+",
+    pair=r"\d+",
+    seed=r"\d+",
 
 
 def as_json(value):
@@ -45,12 +52,45 @@ def toy_net(hidden, seed):
 
 
 def start_tracking():
-    from sparsealign import tracking
+    """onstart: sweep what killed jobs left, verify raw inputs, check MLflow, open the parent run.
 
-    tracking.start_parent(config, config_sha(config), config["mlflow_experiment"])
+    A problem is one line on stderr and exit status 2, before any job starts.
+    """
+    from sparsealign import launcher, tracking
+
+    try:
+        raw_md5 = launcher.prepare_workspace(R, local=workflow.local_exec)
+        tracking.start_parent(config, config_sha(config), config["mlflow_experiment"], raw_md5)
+    except SparsealignError as error:
+        sys.stderr.write(f"error: {error}\n")
+        sys.exit(2)
 
 
 def stop_tracking(status):
     from sparsealign import tracking
 
-    tracking.end_parent(status)
+    try:
+        tracking.end_parent(status)
+    except Exception as error:  # the outputs stand; the next start reaps the run
+        sys.stderr.write(f"warning: could not close the MLflow parent run ({error})\n")
+
+
+V4 = config["v4"]
+DNN = config["dnn"]
+V4_SESSIONS = sorted(set(V4["recording_sessions"]))
+RECORDINGS = f"{R}/recordings/cowley2023_v4"
+# Only session 210325 has its raw repeats in the mirror: it alone gets a noise ceiling.
+REPEAT_SESSIONS = {"210325"}
+
+
+# SPARSEALIGN_DATA_MIRROR overrides the config (the data's location is not science).
+MIRROR = os.path.abspath(os.environ.get("SPARSEALIGN_DATA_MIRROR", config["data_mirror"]))
+
+
+def image_params(section):
+    return as_json({"mirror": MIRROR, "layers": section.get("layers"), **section["images"]})
+
+
+def dnn_pairs():
+    models = DNN["models"]
+    return [(a, b) for i, a in enumerate(models) for b in models[i + 1:]]

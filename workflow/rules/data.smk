@@ -9,3 +9,16 @@ rule toy_data:
     shell:
         "{PY} -m sparsealign toy-data --rule {rule} --pair {wildcards.pair} --params {params.toy:q}"
         " --wildcards '{{\"pair\": \"{wildcards.pair}\"}}' --out {output} 2>&1 | tee {log}"
+
+
+rule import_v4:
+    """Verify the V4 recordings against the mirror's SHA256SUMS and convert them to stores."""
+    output:
+        directory(RECORDINGS),
+    params:
+        data=as_json({"mirror": MIRROR, "sessions": V4_SESSIONS}),
+    log:
+        "logs/import_v4.log",
+    shell:
+        "{PY} -m sparsealign import-recordings --rule {rule} --dataset cowley2023_v4"
+        " --params {params.data:q} --out {output} 2>&1 | tee {log}"
