@@ -8,12 +8,13 @@ torch, sae-lens and eai-sparsify; sparsealign is imported from this checkout's `
 so peak memory is per run ("training MiB": the peak above the process after imports and
 data loading), and ``--repeats`` alternates the order of the runs so that a shared,
 loaded machine penalises no library in particular. Every library gets the same rows, the
-same optimiser (Adam, same learning rate, no warm-up), the same batch size and steps, no
-AuxK (the dead-latent window is longer than the run), and the FVU of each trained SAE is
-computed the same way on the same held-out rows. sparsify's ``Trainer`` needs a Hugging Face model, so its
-per-step work (bias init, decoder renormalisation, forward, FVU loss, gradient projection,
-Adam step, fired-latent bookkeeping) is replayed here with its own ``SparseCoder``; SAELens
-runs its own ``SAETrainer`` on an iterator of batches with its default TopK settings (its
+same optimiser (Adam; sparsealign's AdamW has no weight decay), learning rate (no warm-up),
+batch size and steps, no AuxK (the dead-latent window is longer than the run), and the FVU
+of each trained SAE is computed the same way on the same held-out rows. sparsify's
+``Trainer`` needs a Hugging Face model, so its per-step work (bias init, decoder
+renormalisation, forward, FVU loss, gradient projection, Adam step, fired-latent
+bookkeeping) is replayed here with its own ``SparseCoder``; SAELens runs its own
+``SAETrainer`` on an iterator of batches with its default TopK settings (its
 ``use_sparse_activations`` option fails in the backward pass on CPU with torch 2.13).
 
 Activations are synthetic, cached as .npy under ``--cache``: sparse codes over 8·d unit
@@ -188,7 +189,7 @@ def main(argv=None) -> None:
     parser.add_argument("--sizes", default="512x4096x32x1024,768x12288x32x2048",
                         help="comma-separated d x latents x k x batch")
     parser.add_argument("--steps", default="60,24",
-                        help="timed optimiser steps per size (one value for all sizes, or one each)")
+                        help="timed optimiser steps per size (one value for all, or one each)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads per run")
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -239,7 +240,8 @@ def main(argv=None) -> None:
         ours = results.get("sparsealign")
         for lib, r in results.items():
             if ours and lib != "sparsealign":
-                print(f"  sparsealign vs {lib}: {ours['activations_per_s'] / r['activations_per_s']:.2f}x "
+                speedup = ours["activations_per_s"] / r["activations_per_s"]
+                print(f"  sparsealign vs {lib}: {speedup:.2f}x "
                       f"throughput, FVU {100 * (ours['fvu'] / r['fvu'] - 1):+.2f}% relative")
 
 

@@ -75,6 +75,20 @@ def test_sparse_and_dense_paths_agree(arch):
         torch.testing.assert_close(sparse, dense, atol=1e-5, rtol=1e-5)
 
 
+def test_scatter_kernels_agree():
+    from sparsealign.sae.kernels import scatter_rows_index_add, scatter_rows_spmm
+
+    g = torch.Generator().manual_seed(0)
+    src, coef = torch.randn(50, 7, generator=g), torch.randn(300, generator=g)
+    out_index = torch.randint(0, 20, (300,), generator=g)
+    in_index = torch.randint(0, 50, (300,), generator=g)
+    expected = torch.zeros(20, 7)
+    for o, i, c in zip(out_index, in_index, coef):
+        expected[o] += c * src[i]
+    for kernel in (scatter_rows_spmm, scatter_rows_index_add):
+        torch.testing.assert_close(kernel(out_index, in_index, coef, src, 20), expected)
+
+
 def test_metrics_known_values():
     x = np.random.default_rng(0).normal(size=(200, 5))
     assert fvu(x, x) == 0 and fvu(x, np.broadcast_to(x.mean(0), x.shape)) == pytest.approx(1)

@@ -112,6 +112,8 @@ def train_sae(args, job) -> None:
     curves = {k: v for k, v in history.items() if isinstance(v, list) and k != "step"}
     final = {k: v[-1] for k, v in curves.items() if v}
     final.update(history.get("final", {}))
+    # Wall-clock figures go to MLflow only, so the history file is byte-stable.
+    timing = {k: final.pop(k) for k in TIMING_KEYS if k in final}
     history_out = {"config": params, "n_train": int(x.shape[0]), "curves": {
         "step": history["step"], **curves}, "final": final}
     Path(args.history_out).parent.mkdir(parents=True, exist_ok=True)
@@ -122,8 +124,11 @@ def train_sae(args, job) -> None:
     tmp.replace(args.history_out)
     checkpoint.unlink(missing_ok=True)
     job.curves({f"sae_{name}": list(zip(history["step"], values)) for name, values in curves.items()})
-    job.metrics({f"final_{k}": v for k, v in final.items() if isinstance(v, (int, float))})
+    job.metrics({f"final_{k}": v for k, v in {**final, **timing}.items() if isinstance(v, (int, float))})
     _log("final " + ", ".join(f"{k}={v:.4g}" for k, v in final.items() if isinstance(v, (int, float))))
+
+
+TIMING_KEYS = ("seconds", "tokens_per_second", "data_wait_seconds")
 
 
 def _with_width(params: dict, d_in: int) -> dict:

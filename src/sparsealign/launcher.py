@@ -142,7 +142,7 @@ def verify_raw_inputs(root=RAW_DIR, cache_dir=DVC_CACHE, use_hash_cache: bool = 
         return hashes
     cache = _HashCache(use=use_hash_cache)
     try:
-        for dvc_file in sorted(root.rglob("*.dvc")):
+        for dvc_file in sorted(p for p in root.rglob("*.dvc") if p.is_file()):
             spec = yaml.safe_load(dvc_file.read_text()) or {}
             for out in spec.get("outs", []):
                 expected = out.get("md5")
@@ -208,7 +208,7 @@ def _experiment_from(command: list[str]) -> str:
             overrides[key] = value
     name = "sparsealign"
     for file in files:
-        if file.exists():
+        if file.is_file():
             name = (yaml.safe_load(file.read_text()) or {}).get("mlflow_experiment", name)
     return overrides.get("mlflow_experiment", name)
 

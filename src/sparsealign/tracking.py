@@ -117,15 +117,14 @@ def _client():
     from mlflow.tracking import MlflowClient
 
     uri = tracking_uri()
-    client = MlflowClient(tracking_uri=uri)
     db = _sqlite_path(uri)
-    if db is not None:
-        # Creating or migrating the schema from several processes at once corrupts the
-        # alembic state ("duplicate column", "table _alembic_tmp_… already exists"):
-        # build the store (which does both) under a lock beside the database.
-        with _file_lock(db.with_name(db.name + ".lock")):
-            client._tracking_client.store  # noqa: B018 (property: builds the store)
-    return _Retrying(client)
+    if db is None:
+        return _Retrying(MlflowClient(tracking_uri=uri))
+    # Creating or migrating the schema from several processes at once corrupts the
+    # alembic state ("duplicate column", "table _alembic_tmp_… already exists"): build
+    # the client (whose store does both on creation) under a lock beside the database.
+    with _file_lock(db.with_name(db.name + ".lock")):
+        return _Retrying(MlflowClient(tracking_uri=uri))
 
 
 def _experiment_id(client, name: str) -> str:

@@ -133,6 +133,7 @@ def _write_atomic(ds, path: Path) -> Path:
 def read_latents(path):
     """A latents store as the dense, validated Dataset, whether it was written dense or sparse."""
     import xarray as xr
+    import zarr
 
     from sparsealign import schema
 
@@ -140,12 +141,13 @@ def read_latents(path):
     if not path.exists():
         raise fail(path, "no such store", "a latents store written by sparsealign")
     try:
-        ds = xr.open_zarr(path, consolidated=False, chunks=None).load()
+        storage = zarr.open_group(path, mode="r").attrs.get("latent_storage")
     except Exception as exc:  # zarr raises many types for a broken store
         raise fail(path, f"not a readable Zarr store ({type(exc).__name__}: {exc})",
                    "a Zarr v3 store") from None
-    if ds.attrs.get("latent_storage") != SPARSE_STORAGE:
+    if storage != SPARSE_STORAGE:
         return schema.open_store(path)
+    ds = xr.open_zarr(path, consolidated=False, chunks=None).load()
     indices, values = ds["indices"].values.astype(np.int64), ds["values"].values
     n_units = ds.sizes["unit"]
     if indices.min(initial=0) < -1 or indices.max(initial=0) >= n_units:

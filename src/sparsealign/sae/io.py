@@ -34,7 +34,7 @@ def save_sae(sae, path, meta: dict | None = None) -> Path:
 
 
 def load_sae(path):
-    """Load an SAE written by :func:`save_sae`, on CPU, in eval mode, with ``.cfg`` and ``.meta``."""
+    """Load an SAE written by :func:`save_sae`: on CPU, in eval mode, with ``.cfg``, ``.meta``."""
     path = Path(path)
     if not path.exists():
         raise fail(path, "no such file", "an SAE written by sparsealign.sae.save_sae")

@@ -50,16 +50,26 @@ class SparseCode(NamedTuple):
         return out.index_put((self.rows, self.cols), self.values)
 
 
-def _scatter_rows(out_index: torch.Tensor, in_index: torch.Tensor, coef: torch.Tensor,
-                  src: torch.Tensor, n_out: int) -> torch.Tensor:
-    """``out[out_index[n]] += coef[n] * src[in_index[n]]`` for every entry n: (n_out, d).
+def scatter_rows(out_index: torch.Tensor, in_index: torch.Tensor, coef: torch.Tensor,
+                 src: torch.Tensor, n_out: int) -> torch.Tensor:
+    """``out[out_index[n]] += coef[n] * src[in_index[n]]`` for every entry n: (n_out, d)."""
+    if src.device.type == "cpu":
+        return scatter_rows_spmm(out_index, in_index, coef, src, n_out)
+    return scatter_rows_index_add(out_index, in_index, coef, src, n_out)
 
-    A sparse (n_out × len(src)) by dense product: no (nnz, d) gather is formed, which is
-    what makes it several times faster than ``index_add_`` on CPU.
-    """
+
+def scatter_rows_spmm(out_index, in_index, coef, src, n_out):
+    """As a sparse (n_out × len(src)) by dense product: no (nnz, d) gather is formed, several
+    times faster than ``index_add_`` on CPU (on CUDA it would coalesce, a host sync)."""
     pattern = torch.sparse_coo_tensor(torch.stack([out_index, in_index]), coef.to(src.dtype),
                                       (n_out, src.shape[0]), check_invariants=False)
     return torch.sparse.mm(pattern, src)
+
+
+def scatter_rows_index_add(out_index, in_index, coef, src, n_out):
+    """The plain form (atomic adds on CUDA, no host sync)."""
+    contributions = src[in_index] * coef.to(src.dtype).unsqueeze(1)
+    return src.new_zeros(n_out, src.shape[1]).index_add_(0, out_index, contributions)
 
 
 class _GatherPreacts(torch.autograd.Function):
@@ -77,7 +87,7 @@ class _GatherPreacts(torch.autograd.Function):
     def backward(ctx, grad):
         rows, cols, x = ctx.saved_tensors
         grad = grad.to(x.dtype)
-        grad_w = _scatter_rows(cols, rows, grad, x, ctx.n_latents)
+        grad_w = scatter_rows(cols, rows, grad, x, ctx.n_latents)
         grad_b = grad.new_zeros(ctx.n_latents).index_add_(0, cols, grad)
         return None, None, None, None, grad_w.to(ctx.dtypes[0]), grad_b.to(ctx.dtypes[1])
 

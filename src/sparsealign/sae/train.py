@@ -102,7 +102,9 @@ def train_sae(data, cfg: SAEConfig, *, init=None, log_fn=None, checkpoint=None,
     history : dict of equal-length lists (``step``, ``tokens``, ``lr``, ``loss``, ``mse``,
         ``aux_loss``, ``sparsity_loss``, ``fvu``, ``explained_variance``, ``l0``: means
         over the steps since the previous row; ``dead_fraction``: latents silent for
-        ``cfg.dead_tokens`` tokens) plus ``history["final"]``, a summary dict.
+        ``cfg.dead_tokens`` tokens) plus ``history["final"]``, a summary dict (its
+        ``seconds``, ``tokens_per_second`` and ``data_wait_seconds``, the time the loop
+        waited for the next batch, vary from run to run).
     """
     source = as_source(data)
     device = resolve_device(cfg.device)
@@ -132,20 +134,23 @@ def train_sae(data, cfg: SAEConfig, *, init=None, log_fn=None, checkpoint=None,
         scale = (sample - mean).pow(2).sum(1).mean().div(source.d).sqrt().clamp_min(1e-12)
         state.norm_mean, state.norm_scale = mean.float().to(device), scale.float().to(device)
 
-    start_time, start_tokens = time.perf_counter(), state.tokens
+    start_time, start_tokens, data_wait = time.perf_counter(), state.tokens, 0.0
     autocast = autocast_for(cfg, device)
     while state.epoch < cfg.epochs:
         batches = Prefetcher(iter_batches(source, cfg.batch_size, cfg.shuffle_window_rows,
                                           cfg.seed, state.epoch, state.batch),
                              depth=prefetch, pin=device.type == "cuda")
         try:
+            ready = time.perf_counter()
             for x in batches:
+                data_wait += time.perf_counter() - ready
                 _train_step(sae, opt, sched, state, x.to(device, non_blocking=True), cfg,
                             autocast)
                 if state.step % cfg.log_every == 0:
                     _flush(state, sched, cfg, log_fn)
                 if checkpoint and state.step % checkpoint_every == 0:
                     _save_checkpoint(checkpoint, cfg, source, sae, opt, sched, state)
+                ready = time.perf_counter()
         finally:
             batches.close()
         state.epoch, state.batch = state.epoch + 1, 0
@@ -158,6 +163,7 @@ def train_sae(data, cfg: SAEConfig, *, init=None, log_fn=None, checkpoint=None,
     history = state.history
     history["final"] = {
         "steps": state.step, "tokens": state.tokens, "seconds": seconds,
+        "data_wait_seconds": data_wait,
         "tokens_per_second": (state.tokens - start_tokens) / max(seconds, 1e-9),
         **{k: history[k][-1] for k in ("fvu", "mse", "l0", "dead_fraction") if history[k]},
     }
