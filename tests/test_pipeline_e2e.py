@@ -33,6 +33,9 @@ def test_smoke_pipeline_writes_table_figure_and_report(smoke_run):
     assert "data:image/png;base64," in html and "Provenance" in html
     for experiment in ("toy", "v4", "dnn"):
         assert f"Experiment: {experiment}" in html
+    assert html.count("Per-unit score distributions") == 3 and html.count("Per-layer curves") == 2
+    assert "<td>align_toy_pair</td>" in html and "<td>align_v4</td>" in html  # provenance
+    assert "cowley2023_v4/responses_raw/responses_210325.npy" in html
     v4 = pd.read_csv(out / "v4" / "alignment.csv")
     assert set(v4["comparison"]) == {"Neuron→V4", "SAE→V4", "RandomSAE→V4"}
     assert (v4["ceiling"] > 0).all() and v4["normalised"].notna().all()  # 210325 has repeats

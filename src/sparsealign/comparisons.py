@@ -20,8 +20,22 @@ COMPARISONS = {
     "RandomSAE→SAE": ("random", "sae"),
 }
 SOURCE_LABELS = {"neurons": "Neuron", "sae": "SAE", "random": "RandomSAE"}
+# Metrics that score each target unit; their per-unit test scores go into the tables.
+PER_UNIT_METRICS = ("semi_matching", "ridge")
 RECOVERY = {"neurons": "GroundTruth→Neuron", "sae": "GroundTruth→SAE",
             "random": "GroundTruth→RandomSAE"}
+
+
+def _score(metric, source, target, kwargs) -> tuple[dict, dict]:
+    """``align.score`` plus the per-unit column (JSON list) for metrics that have one."""
+    from sparsealign.align import score
+
+    result = score(metric, source, target, per_target=metric in PER_UNIT_METRICS, **kwargs)
+    extra = {"dropped_source": result.get("dropped_source", 0),
+             "dropped_target": result.get("dropped_target", 0)}
+    if "per_target" in result:
+        extra["per_unit"] = json.dumps([None if v is None else round(v, 4) for v in result["per_target"]])
+    return result, extra
 
 
 def _fold_row(comparison, direction, metric, folds, extra=None) -> dict:
@@ -42,19 +56,15 @@ def score_comparisons(system_a: dict, system_b: dict, metrics, n_folds: int = 5,
     unit) arrays whose rows are the same stimuli in the same order. ``progress``, if
     given, is called after each (comparison, metric) with ``(comparison, metric, mean)``.
     """
-    from sparsealign.align import score
-
     options = options or {}
     rows = []
     for comparison, (source, target) in COMPARISONS.items():
         for metric in metrics:
             kwargs = dict(n_folds=n_folds, seed=seed, **options.get(metric, {}))
-            ab = score(metric, system_a[source], system_b[target], **kwargs)
-            ba = score(metric, system_b[source], system_a[target], **kwargs)
-            for direction, result in (("A→B", ab), ("B→A", ba)):
-                rows.append(_fold_row(comparison, direction, metric, result["folds"], {
-                    "dropped_source": result.get("dropped_source", 0),
-                    "dropped_target": result.get("dropped_target", 0)}))
+            ab, ab_extra = _score(metric, system_a[source], system_b[target], kwargs)
+            ba, ba_extra = _score(metric, system_b[source], system_a[target], kwargs)
+            for direction, result, extra in (("A→B", ab, ab_extra), ("B→A", ba, ba_extra)):
+                rows.append(_fold_row(comparison, direction, metric, result["folds"], extra))
             both = (np.asarray(ab["folds"]) + np.asarray(ba["folds"])) / 2
             rows.append(_fold_row(comparison, "both", metric, both))
             if progress is not None:
@@ -90,8 +100,6 @@ def score_against_target(system: dict, target: np.ndarray, target_label: str, me
     ``forward`` direction. With ``target_repeats`` (stimulus × unit × repeat) every row also
     carries the split-half noise ceiling and the ceiling-normalised score, with formulas.
     """
-    from sparsealign.align import score
-
     options = options or {}
     rows = []
     for kind, values in system.items():
@@ -100,9 +108,7 @@ def score_against_target(system: dict, target: np.ndarray, target_label: str, me
             kwargs = dict(n_folds=n_folds, seed=seed, **options.get(metric, {}))
             if target_repeats is not None:
                 kwargs["target_repeats"] = target_repeats
-            result = score(metric, values, target, **kwargs)
-            extra = {"dropped_source": result.get("dropped_source", 0),
-                     "dropped_target": result.get("dropped_target", 0)}
+            result, extra = _score(metric, values, target, kwargs)
             if "ceiling" in result:
                 extra.update(ceiling=result["ceiling"]["mean"], ceiling_formula=result["ceiling"]["formula"])
             if result.get("normalised", {}).get("mean") is not None:

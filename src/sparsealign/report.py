@@ -145,6 +145,49 @@ def layer_curves(summary, out, group: str = "layer", order=None) -> None:
     plt.close(fig)
 
 
+def unit_distributions(table, group: str, focus, out) -> bool:
+    """Histograms of per-unit test scores (neurons vs latents) at one panel value.
+
+    Returns False (and draws nothing) when the table has no per-unit scores.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if "per_unit" not in table.columns:
+        return False
+    rows = table[(table[group].astype(str) == str(focus)) & table["per_unit"].notna()
+                 & ~table["direction"].isin(["both"])]
+    metrics = list(dict.fromkeys(rows["metric"]))
+    if not metrics:
+        return False
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 2.8), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        part = rows[rows["metric"] == metric]
+        for comparison in dict.fromkeys(part["comparison"]):
+            values = [v for cell in part[part["comparison"] == comparison]["per_unit"]
+                      for v in json.loads(cell) if v is not None]
+            ax.hist(values, bins=30, range=(-0.2, 1), histtype="step", linewidth=1.2,
+                    density=True, color=_colour(comparison), label=f"{comparison} (n={len(values)})")
+        ax.set_title(f"{METRIC_TITLES.get(metric, metric)}: per target unit", fontsize=9)
+        ax.set_xlabel("test r", fontsize=8)
+        ax.legend(fontsize=6)
+    fig.suptitle(f"{group} = {focus}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def best_layer(summary, group: str = "layer"):
+    """The panel value where the neuron baseline scores highest on ridge (else the last)."""
+    ridge = summary[(summary["metric"] == "ridge") & (summary["comparison"] == summary["baseline"])]
+    if ridge.empty:
+        return sorted(dict.fromkeys(summary[group]), key=_natural)[-1]
+    return ridge.loc[ridge["mean"].idxmax(), group]
+
+
 def best_layer_note(summary, group: str = "layer") -> str:
     """One sentence: the best layer for the neuron baseline on ridge, and the SAE there."""
     ridge = summary[summary["metric"] == "ridge"]
@@ -215,6 +258,50 @@ def headline_table(summary, group: str = "hidden") -> str:
     return "\n".join(parts)
 
 
+def job_runs(paths) -> dict:
+    """file → (rule, MLflow run id) of the job whose logged output hash matches it now."""
+    from sparsealign import tracking
+
+    if not tracking.enabled() or not paths:
+        return {}
+    wanted = {str(p): tracking.path_md5(p) for p in paths if Path(p).exists()}
+    found = {}
+    try:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=tracking.tracking_uri())
+        experiments = [e.experiment_id for e in client.search_experiments()]
+        runs = client.search_runs(experiments, "tags.`sparsealign.role` = 'job'",
+                                  max_results=5000, order_by=["attributes.start_time DESC"])
+    except Exception:  # the report must not fail because a tracking server is away
+        return {}
+    for run in runs:
+        for key, value in run.data.tags.items():
+            path = key.removeprefix("output_md5.")
+            if path != key and wanted.get(path) == value and path not in found:
+                found[path] = (run.data.tags.get("snakemake.rule", "?"), run.info.run_id)
+    return dict(sorted(found.items()))
+
+
+def raw_data_hashes(config: dict) -> dict:
+    """sha256 of each mirror file the enabled real-data experiments read (from SHA256SUMS)."""
+    mirror = Path(config.get("data_mirror", ""))
+    sums = mirror / "SHA256SUMS"
+    if not (config.get("v4", {}).get("enabled") or config.get("dnn", {}).get("enabled")) \
+            or not sums.exists():
+        return {}
+    sessions = {str(s) for key in ("v4", "dnn") if config.get(key, {}).get("enabled")
+                for s in config[key].get("images", {}).get("sessions", [])}
+    sessions |= {str(s) for s in config.get("v4", {}).get("recording_sessions", [])}
+    hashes = {}
+    for line in sums.read_text().splitlines():
+        digest, name = line.split(maxsplit=1)
+        name = name.removeprefix("./")
+        if any(s in name for s in sessions) or name.endswith(".keras"):
+            hashes[name] = digest
+    return hashes
+
+
 def write_report(out, summaries, figures, histories=(), config=None) -> None:
     """One HTML file, figures embedded, readable offline."""
     import tempfile
@@ -244,6 +331,12 @@ def _page(scratch: Path, summaries, figures, histories, config) -> str:
             curves = scratch / f"{name}_layers.png"
             layer_curves(summary, curves, group)
             extra = f"<h3>Per-layer curves</h3>{_img(curves)}{best_layer_note(summary, group)}"
+        focus = best_layer(summary, group) if group == "layer" else \
+            sorted(dict.fromkeys(summary[group]), key=_natural)[-1]
+        table_path = Path(summary_path).with_name("alignment.csv")
+        units = scratch / f"{name}_units.png"
+        if table_path.exists() and unit_distributions(pd.read_csv(table_path), group, focus, units):
+            extra += f"<h3>Per-unit score distributions (neurons vs latents)</h3>{_img(units)}"
         sections.append(f"<section><h2>Experiment: {html.escape(name)}</h2>"
                         f"<p>{html.escape(EXPERIMENT_NOTES.get(name, ''))} Relative gain versus "
                         f"the neuron baseline in brackets. Source: "
@@ -258,7 +351,20 @@ def _page(scratch: Path, summaries, figures, histories, config) -> str:
                   "config sha": config_sha(config or {}), "MLflow parent run": parent_run_id() or "—"}
     rows = "".join(f"<tr><th>{html.escape(k)}</th><td><code>{html.escape(str(v))}</code></td></tr>"
                    for k, v in provenance.items())
-    sections.append(f"<section><h2>Provenance</h2><table>{rows}</table></section>")
+    produced = [Path(p) for summary in summaries for p in sorted(Path(summary).parent.glob("scores/*.csv"))]
+    produced += [Path(p) for p in summaries] + [Path(p) for p in histories]
+    jobs = "".join(f"<tr><td><code>{html.escape(str(path))}</code></td><td>{html.escape(rule)}</td>"
+                   f"<td><code>{html.escape(run_id)}</code></td></tr>"
+                   for path, (rule, run_id) in job_runs(produced).items())
+    raw = "".join(f"<tr><td><code>{html.escape(name)}</code></td><td><code>{digest}</code></td></tr>"
+                  for name, digest in raw_data_hashes(config or {}).items())
+    sections.append(f"<section><h2>Provenance</h2><table>{rows}</table>"
+                    f"<h3>Raw data (sha256, verified against the mirror before use)</h3>"
+                    f"<table>{raw or '<tr><td>none: generated data only</td></tr>'}</table>"
+                    f"<h3>The MLflow run of every job that produced a number here</h3>"
+                    f"<table><tr><th>file</th><th>rule</th><th>run id</th></tr>"
+                    f"{jobs or '<tr><td colspan=3>MLflow tracking off or unavailable</td></tr>'}"
+                    f"</table></section>")
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>sparsealign report</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}
 table{{border-collapse:collapse;margin:0.5em 0 1.2em}}td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px}}
