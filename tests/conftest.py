@@ -11,6 +11,17 @@ import pytest
 os.environ.setdefault("SPARSEALIGN_TRACKING", "off")
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tests run on 2 shared cores: one torch thread each keeps them fast and deterministic."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)

@@ -224,14 +224,14 @@ def test_a_half_written_store_is_never_taken_as_complete(recovery):
 
 
 def test_killed_sae_training_resumes_from_its_last_checkpoint(recovery):
-    _, seen = recovery
+    work, seen = recovery
     assert seen["sae_outputs_after_kill2"] == []
     steps = seen["checkpoint_steps"]
     assert steps and all(step > 0 for step in steps.values())
     resumed = {}
     for record in seen["trace"]:
         sae_out = record["argv"][record["argv"].index("--sae-out") + 1]
-        resumed[str(Path(sae_out).resolve())] = record["first_step"]
+        resumed[str((work / sae_out).resolve())] = record["first_step"]
     for checkpoint, step in steps.items():
         sae_out = str(Path(checkpoint.removesuffix(".ckpt")).resolve())
         assert resumed[sae_out] == step, (checkpoint, step, resumed)

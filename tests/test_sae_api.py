@@ -9,14 +9,6 @@ from sparsealign.sae import VARIANTS, SAEConfig, build_sae, encode_array, load_s
 from sparsealign.sae.metrics import dead_fraction, explained_variance, fvu, l0
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.parametrize("kw, key", [
     (dict(k=65), "sae.k"), (dict(architecture="gated"), "sae.architecture"),
     (dict(n_latents=0), "sae.n_latents"), (dict(decoder_impl="fast"), "sae.decoder_impl"),

@@ -11,14 +11,6 @@ from sparsealign.sae.data import (ArraySource, EpochPlan, Prefetcher, StoreSourc
                                   n_batches)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def chunked_store(path, x, chunk_rows=100):
     """An activation store whose rows are numbered in column 0, in chunks of ``chunk_rows``."""
     ds = schema.make_store(x, [f"s{i}" for i in range(len(x))],

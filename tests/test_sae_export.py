@@ -2,21 +2,12 @@
 
 import numpy as np
 import pytest
-import torch
 import xarray as xr
 
 from sparsealign import schema
 from sparsealign.errors import SparsealignError
 from sparsealign.sae import SAEConfig, build_sae, encode_array
 from sparsealign.sae.export import encode_to_store, read_latents
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def activation_store(tmp_path, n=3000, d=16, seed=0):

@@ -10,14 +10,6 @@ from sparsealign.sae import SAEConfig, build_sae, encode_array, train_sae
 D_IN, N_FEATURES, K_TRUE = 16, 32, 3
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def planted(n=16384, seed=0):
     """Rows with exactly K_TRUE of N_FEATURES unit directions active, magnitudes U[0.5, 1.5]."""
     rng = np.random.default_rng(seed)

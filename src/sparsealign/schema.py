@@ -118,18 +118,28 @@ def _check_finite(resp, path):
 
 def save_store(ds, path) -> Path:
     """Validate and write ``ds`` to ``path`` (Zarr v3) atomically; returns the path."""
-    path = Path(path)
     validate(ds, path)
+    # One chunk across units keeps column reads cheap; stimulus chunks bound memory.
+    shape = ds["responses"].shape
+    chunk_rows = max(1, min(shape[0], 2**22 // max(1, shape[1])))
+    return write_atomic(ds, path, {"responses": {"chunks": (chunk_rows,) + shape[1:]}})
+
+
+def write_atomic(ds, path, encoding: dict | None = None) -> Path:
+    """Write any Dataset as Zarr v3 to ``<path>.tmp-<pid>``, then rename it into place.
+
+    A reader sees the old store or the new one, never half of either. String coords are
+    written as variable-length strings (Zarr v3 ``string``).
+    """
+    path = Path(path)
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     out = ds.copy()
     for name in ("stimulus", "unit"):
-        out[name] = out[name].astype(object)  # variable-length strings (Zarr v3 "string")
-    # One chunk across units keeps column reads cheap; stimulus chunks bound memory.
-    chunk_rows = max(1, min(out.sizes["stimulus"], 2**22 // max(1, out.sizes["unit"])))
-    encoding = {"responses": {"chunks": (chunk_rows,) + out["responses"].shape[1:]}}
-    out.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False, encoding=encoding)
+        if name in out.coords:
+            out[name] = out[name].astype(object)
+    out.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False, encoding=encoding or {})
     _replace_dir(tmp, path)
     return path
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -118,16 +116,11 @@ def _pad(a: np.ndarray, width: int, fill) -> np.ndarray:
 
 
 def _write_atomic(ds, path: Path) -> Path:
-    from sparsealign.schema import _replace_dir
+    from sparsealign.schema import write_atomic
 
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
     rows = max(1, min(ds.sizes["stimulus"], 2**22 // max(1, ds.sizes["slot"])))
     encoding = {v: {"chunks": (rows, ds.sizes["slot"])} for v in ("indices", "values")}
-    ds.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False, encoding=encoding)
-    _replace_dir(tmp, path)
-    return path
+    return write_atomic(ds, path, encoding)
 
 
 def read_latents(path):
