@@ -86,7 +86,7 @@ def encode_to_store(sae, activations, out_path, sparse: bool, *, kind: str = "sa
                  config_sha=config if isinstance(config, str) else schema.config_sha(config))
     out = xr.Dataset({"indices": (("stimulus", "slot"), indices),
                       "values": (("stimulus", "slot"), values)},
-                     coords={"stimulus": ds["stimulus"].values.astype(str),
+                     coords={"stimulus": ds["stimulus"].values.astype(object).astype(str),
                              "unit": np.asarray(unit_ids)}, attrs=attrs)
     return _write_atomic(out, Path(out_path))
 
@@ -150,6 +150,6 @@ def read_latents(path):
     dense[rows, indices[rows, slots]] = values[rows, slots]
     attrs = {k: v for k, v in ds.attrs.items() if k != "latent_storage"}
     out = xr.Dataset({"responses": (schema.DIMS, dense)},
-                     coords={"stimulus": ds["stimulus"].values.astype(str),
-                             "unit": ds["unit"].values.astype(str)}, attrs=attrs)
+                     coords={"stimulus": ds["stimulus"].values.astype(object).astype(str),
+                             "unit": ds["unit"].values.astype(object).astype(str)}, attrs=attrs)
     return schema.validate(out, path)
