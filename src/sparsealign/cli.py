@@ -155,9 +155,9 @@ def latents(args, job) -> None:
     activations = schema.open_store(args.activations)
     _, eval_ids = training_split(activations["stimulus"].values, params["train_fraction"])
     kind = "sae_latents" if args.encoder == "sae" else "random_sae_latents"
-    ds = encode_store(load_sae(args.sae), activations, eval_ids, kind=kind, config=params)
-    schema.save_store(ds, args.out)
-    z = ds["responses"].values
+    encode_store(load_sae(args.sae), activations, eval_ids, args.out, kind=kind, config=params,
+                 sparse=params.get("sparse_latents", False))
+    z = schema.open_store(args.out)["responses"].values
     job.metrics({"l0": float((z != 0).sum(axis=1).mean()),
                  "dead_fraction": float((z.max(axis=0) <= 0).mean())})
     _log(f"wrote {args.out} ({z.shape[0]} stimuli × {z.shape[1]} latents)")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from sparsealign import schema
 from sparsealign.errors import fail
 
 
@@ -24,13 +23,12 @@ def training_split(stimulus_ids, train_fraction: float):
     return ids[:n_train], ids[n_train:]
 
 
-def encode_store(sae, activations, stimulus_ids, *, kind: str, config: dict, batch_size: int = 8192):
-    """Latents of ``stimulus_ids`` as a store: units ``latent/00000`` …, same attrs contract."""
-    from sparsealign.sae import encode_array
+def encode_store(sae, activations, stimulus_ids, out, *, kind: str, config: dict,
+                 sparse: bool = False, batch_size: int = 8192):
+    """Write the latents of ``stimulus_ids`` to ``out``: units ``latent/00000`` …, dense or
+    top-k sparse (``indices``/``values``); :func:`sparsealign.schema.open_store` reads
+    either as the same dense Dataset."""
+    from sparsealign.sae import encode_to_store
 
     subset = activations.sel(stimulus=np.asarray(stimulus_ids))
-    latents = encode_array(sae, schema.responses(subset).astype(np.float32), batch_size=batch_size)
-    unit_ids = [f"latent/{i:05d}" for i in range(latents.shape[1])]
-    return schema.make_store(latents, subset["stimulus"].values, unit_ids,
-                             source=activations.attrs["source"], layer=activations.attrs["layer"],
-                             kind=kind, config=config)
+    return encode_to_store(sae, subset, out, sparse, kind=kind, config=config, batch_size=batch_size)

@@ -26,6 +26,7 @@ KINDS = ("neurons", "sae_latents", "random_sae_latents", "recording", "ground_tr
 REQUIRED_ATTRS = ("source", "layer", "kind", "created_by", "config_sha")
 DIMS = ("stimulus", "unit")
 DIMS_WITH_REPEATS = ("stimulus", "unit", "repeat")
+SPARSE_STORAGE = "topk_sparse"  # attr `latent_storage` of latents stored as indices/values
 
 
 def config_sha(obj) -> str:
@@ -169,12 +170,31 @@ def open_store(path, load: bool = True):
     except Exception as exc:  # zarr raises many types for a broken store
         raise fail(path, f"not a readable Zarr store ({type(exc).__name__}: {exc})",
                    "a Zarr v3 store") from None
-    if load:
+    if ds.attrs.get("latent_storage") == SPARSE_STORAGE:
+        ds = _densify(ds.load(), path)
+    elif load:
         ds = ds.load()
     for name in ("stimulus", "unit"):
         if name in ds.coords:  # Zarr returns numpy StringDType; downstream code wants <U
             ds = ds.assign_coords({name: ds[name].values.astype(object).astype(str)})
     return validate(ds, path)
+
+
+def _densify(ds, path):
+    """A top-k sparse latents store (``indices``/``values`` per stimulus) as dense ``responses``."""
+    import xarray as xr
+
+    indices, values = ds["indices"].values.astype(np.int64), ds["values"].values
+    n_units = ds.sizes["unit"]
+    if indices.min(initial=0) < -1 or indices.max(initial=0) >= n_units:
+        raise fail(path, "latent indices out of range", f"-1 (padding) … {n_units - 1}")
+    dense = np.zeros((ds.sizes["stimulus"], n_units), dtype=values.dtype)
+    rows, slots = np.nonzero(indices >= 0)
+    dense[rows, indices[rows, slots]] = values[rows, slots]
+    attrs = {k: v for k, v in ds.attrs.items() if k != "latent_storage"}
+    return xr.Dataset({"responses": (DIMS, dense)},
+                      coords={"stimulus": ds["stimulus"].values, "unit": ds["unit"].values},
+                      attrs=attrs)
 
 
 def responses(ds) -> np.ndarray:

@@ -40,7 +40,6 @@ def encode_array(sae, x: np.ndarray, batch_size: int = 8192, name: str = "<activ
 
 
 #: attrs value marking a store written as top-k (indices, values) pairs.
-SPARSE_STORAGE = "topk_sparse"
 
 
 def encode_to_store(sae, activations, out_path, sparse: bool, *, kind: str = "sae_latents",
@@ -82,7 +81,7 @@ def encode_to_store(sae, activations, out_path, sparse: bool, *, kind: str = "sa
     width = max(i.shape[1] for i, _ in entries)
     indices = np.concatenate([_pad(i, width, -1) for i, _ in entries])
     values = np.concatenate([_pad(v, width, 0) for _, v in entries])
-    attrs.update(created_by=schema.created_by(), latent_storage=SPARSE_STORAGE,
+    attrs.update(created_by=schema.created_by(), latent_storage=schema.SPARSE_STORAGE,
                  config_sha=config if isinstance(config, str) else schema.config_sha(config))
     out = xr.Dataset({"indices": (("stimulus", "slot"), indices),
                       "values": (("stimulus", "slot"), values)},
@@ -125,31 +124,6 @@ def _write_atomic(ds, path: Path) -> Path:
 
 def read_latents(path):
     """A latents store as the dense, validated Dataset, whether it was written dense or sparse."""
-    import xarray as xr
-    import zarr
-
     from sparsealign import schema
 
-    path = Path(path)
-    if not path.exists():
-        raise fail(path, "no such store", "a latents store written by sparsealign")
-    try:
-        storage = zarr.open_group(path, mode="r").attrs.get("latent_storage")
-    except Exception as exc:  # zarr raises many types for a broken store
-        raise fail(path, f"not a readable Zarr store ({type(exc).__name__}: {exc})",
-                   "a Zarr v3 store") from None
-    if storage != SPARSE_STORAGE:
-        return schema.open_store(path)
-    ds = xr.open_zarr(path, consolidated=False, chunks=None).load()
-    indices, values = ds["indices"].values.astype(np.int64), ds["values"].values
-    n_units = ds.sizes["unit"]
-    if indices.min(initial=0) < -1 or indices.max(initial=0) >= n_units:
-        raise fail(path, "latent indices out of range", f"-1 (padding) … {n_units - 1}")
-    dense = np.zeros((ds.sizes["stimulus"], n_units), dtype=values.dtype)
-    rows, slots = np.nonzero(indices >= 0)
-    dense[rows, indices[rows, slots]] = values[rows, slots]
-    attrs = {k: v for k, v in ds.attrs.items() if k != "latent_storage"}
-    out = xr.Dataset({"responses": (schema.DIMS, dense)},
-                     coords={"stimulus": ds["stimulus"].values.astype(object).astype(str),
-                             "unit": ds["unit"].values.astype(object).astype(str)}, attrs=attrs)
-    return schema.validate(out, path)
+    return schema.open_store(path)
