@@ -67,7 +67,8 @@ def job_env(work: Path) -> dict:
 def smoke_run(tmp_path_factory):
     work = workdir(tmp_path_factory.mktemp("e2e"))
     env = job_env(work)
-    proc = subprocess.run(SNAKEMAKE + ["--cores", "2", "--configfile", "config/smoke.yaml"],
-                          cwd=work, env=env, capture_output=True, text=True)
+    # Through the user's entry point: `sparsealign run` passes extra arguments to Snakemake.
+    proc = subprocess.run([sys.executable, "-m", "sparsealign", "run", "--config", "config/smoke.yaml",
+                           "--cores", "2"], cwd=work, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return work, env, proc

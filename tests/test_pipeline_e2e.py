@@ -20,7 +20,8 @@ def _job_counts(log: str) -> Counter:
 
 @pytest.mark.e2e
 def test_smoke_pipeline_writes_table_figure_and_report(smoke_run):
-    work, _, _ = smoke_run
+    work, _, proc = smoke_run
+    assert proc.stdout.strip().splitlines()[-1] == f"report: {work / 'results-smoke' / 'report.html'}"
     out = work / "results-smoke"
     table = pd.read_csv(out / "toy" / "alignment.csv")
     comparisons = set(table["comparison"])
@@ -60,7 +61,8 @@ def test_mlflow_has_one_parent_and_one_child_per_job(smoke_run):
     ran = _job_counts(proc.stdout + proc.stderr)
     assert Counter(r.data.tags["snakemake.rule"] for r in children) == ran
     assert ran["train_sae"] == 2 + 2 + 2  # toy pair, two VGG16 layers, two compact models
-    sae_run = next(r for r in children if r.data.tags["snakemake.rule"] == "train_sae")
+    sae_run = next(r for r in children if r.data.tags["snakemake.rule"] == "train_sae"
+                   and r.data.tags["wildcard.exp"] == "toy")
     assert {"final_fvu", "final_l0"} <= set(sae_run.data.metrics)
     assert len(client.get_metric_history(sae_run.info.run_id, "sae_loss")) > 1
     assert sae_run.data.tags["git_commit"] and sae_run.data.tags["config_sha"]

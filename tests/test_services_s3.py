@@ -23,16 +23,16 @@ CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
                "AWS_DEFAULT_REGION": "us-east-1"}
 
 
-def need(module: str, package: str) -> None:
+def need(module: str, package: str, extra: str = "cluster") -> None:
     if importlib.util.find_spec(module) is None:
-        pytest.skip(f"{package} is not installed (pip install -e '.[cluster]'); "
+        pytest.skip(f"{package} is not installed (pip install -e '.[{extra}]'); "
                     "this test needs it and does not pretend otherwise")
 
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
-    need("moto", "moto[server]")
-    need("boto3", "boto3")
+    need("moto", "moto[server]", "services")
+    need("boto3", "boto3", "services")
     import boto3
 
     base = tmp_path_factory.mktemp("moto")
@@ -71,7 +71,7 @@ def _tree_md5(root: Path) -> dict:
 
 
 def test_dvc_remote_on_s3_push_drop_cache_pull_gives_identical_files(s3, tmp_path):
-    need("dvc_s3", "dvc-s3")
+    need("dvc_s3", "dvc-s3", "services")
     from sparsealign import schema
 
     url, client = s3

@@ -396,6 +396,7 @@ STAGES = {
     "extract": extract, "train-sae": train_sae, "latents": latents, "align-pair": align_pair,
     "align-brain": align_brain, "summarise": summarise, "write-report": build_report,
 }
+PASS_THROUGH = ("run", "status")  # commands whose unknown arguments go to Snakemake
 COMMANDS = {"run": run_pipeline, "status": status, "report": rebuild_report, "ui": ui, "check": check}
 
 
@@ -486,12 +487,10 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--config", default="config/config.yaml", help="config file")
         return p
 
-    p = command("run", "run the pipeline; extra arguments go to Snakemake (e.g. --cores 2 -n)")
+    p = command("run", "run the pipeline; other arguments go to Snakemake (e.g. --cores 2 -n)")
     p.add_argument("--profile", help="a folder of workflow/profiles/ (local, slurm, kubernetes)")
-    p.add_argument("snakemake_args", nargs=argparse.REMAINDER, help="passed to Snakemake")
-    p = command("status", "what is done and what would run")
+    p = command("status", "what is done and what would run; other arguments go to Snakemake")
     p.add_argument("--profile", help="a folder of workflow/profiles/")
-    p.add_argument("snakemake_args", nargs=argparse.REMAINDER, help="passed to Snakemake")
     command("report", "rebuild the report from the results tables")
     p = command("ui", "start the MLflow UI on 127.0.0.1 over the project's runs", config_default=False)
     p.add_argument("--port", type=int, default=5000)
@@ -522,7 +521,12 @@ def run(argv=None) -> int:
     from sparsealign import tracking
     from sparsealign.schema import config_sha
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if args.command in PASS_THROUGH:
+        args.snakemake_args = unknown
+    elif unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command in COMMANDS:
         return COMMANDS[args.command](args)
     _set_threads(args.threads)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -285,7 +286,7 @@ def job_runs(paths) -> dict:
 
 def raw_data_hashes(config: dict) -> dict:
     """sha256 of each mirror file the enabled real-data experiments read (from SHA256SUMS)."""
-    mirror = Path(config.get("data_mirror", ""))
+    mirror = Path(os.environ.get("SPARSEALIGN_DATA_MIRROR", config.get("data_mirror", "")))
     sums = mirror / "SHA256SUMS"
     if not (config.get("v4", {}).get("enabled") or config.get("dnn", {}).get("enabled")) \
             or not sums.exists():
