@@ -101,7 +101,7 @@ def train_sae(args, job) -> None:
     cfg = _sae_config(_with_width(params, x.shape[1]), SAEConfig)
     _log(f"training {cfg.architecture} SAE ({cfg.n_latents} latents, k={cfg.k}) on "
          f"{x.shape[0]} × {x.shape[1]} activations of {args.activations}")
-    checkpoint = Path(f"{args.sae_out}.ckpt")  # survives a killed job; the rerun resumes
+    checkpoint = _checkpoint_for(args.sae_out, params, args.activations)
     total = math.ceil(x.shape[0] / cfg.batch_size) * cfg.epochs
     with Progress(f"SAE {args.activations}", total) as bar:
         sae, history = fit(x, cfg, checkpoint=checkpoint, log_fn=lambda step, row: bar.update(
@@ -123,12 +123,35 @@ def train_sae(args, job) -> None:
     save_sae(random_sae, args.random_out, {**meta, "trained": False})
     tmp.replace(args.history_out)
     checkpoint.unlink(missing_ok=True)
+    Path(f"{checkpoint}.key").unlink(missing_ok=True)
     job.curves({f"sae_{name}": list(zip(history["step"], values)) for name, values in curves.items()})
     job.metrics({f"final_{k}": v for k, v in {**final, **timing}.items() if isinstance(v, (int, float))})
     _log("final " + ", ".join(f"{k}={v:.4g}" for k, v in final.items() if isinstance(v, (int, float))))
 
 
 TIMING_KEYS = ("seconds", "tokens_per_second", "data_wait_seconds")
+
+
+def _checkpoint_for(sae_out, params: dict, activations) -> Path:
+    """The SAE's checkpoint: it survives a killed job, and the rerun resumes from it.
+
+    A sidecar ``.key`` (config hash + activations md5) guards it: a checkpoint left by a
+    different config or different activations is discarded, never resumed.
+    """
+    from sparsealign.schema import config_sha
+    from sparsealign.tracking import path_md5
+
+    checkpoint, key_file = Path(f"{sae_out}.ckpt"), Path(f"{sae_out}.ckpt.key")
+    key = f"{config_sha(params)} {path_md5(activations)}"
+    if checkpoint.exists():
+        if key_file.exists() and key_file.read_text() == key:
+            _log(f"resuming from {checkpoint}")
+        else:
+            _log(f"discarding {checkpoint}: it was made from another config or other activations")
+            checkpoint.unlink()
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    key_file.write_text(key)
+    return checkpoint
 
 
 def _with_width(params: dict, d_in: int) -> dict:
@@ -318,8 +341,13 @@ def check(args) -> int:
 # --------------------------------------------------------------------------- user commands
 def _snakemake(args, extra: list[str]) -> list[str]:
     command = [sys.executable, "-m", "snakemake", "--configfile", args.config]
-    if getattr(args, "profile", None):
-        command += ["--workflow-profile", f"workflow/profiles/{args.profile}"]
+    profile = getattr(args, "profile", None)
+    if profile:
+        command += ["--workflow-profile", f"workflow/profiles/{profile}"]
+    if profile == "kubernetes":
+        # The executor copies the environment into a secret before `onstart` runs, so the
+        # launcher opens the MLflow parent run first (see docs/cluster.md).
+        command = [sys.executable, "-m", "sparsealign.launcher", "--", *command]
     return command + extra
 
 
