@@ -17,20 +17,14 @@ outputs legitimately differ from dvc.lock until ``dvc commit``).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 from pathlib import Path
 
+from sparsealign.tracking import file_md5
+
 CACHE = Path(".dvc/cache/files/md5")
 
-
-def md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def tracked_outputs(root: Path = Path(".")) -> list[tuple[Path, str, Path]]:
@@ -79,7 +73,7 @@ def check_cache(cache: Path = CACHE, root: Path = Path(".")) -> list[str]:
             continue
         name = obj.parent.name + obj.name
         expected = name.removesuffix(".dir")
-        actual = md5(obj)
+        actual = file_md5(obj)
         if actual != expected:
             used = users.get(name) or users.get(expected) or []
             where = f" (the cached copy of {', '.join(sorted(used)[:3])})" if used else ""
@@ -97,7 +91,7 @@ def check_tracked(cache: Path = CACHE, root: Path = Path(".")) -> tuple[list[str
             continue
         if not recorded.endswith(".dir"):
             checked += 1
-            actual = md5(path)
+            actual = file_md5(path)
             if actual != recorded:
                 problems.append(f"{path}: md5 {actual} differs from {recorded} in {source}")
             continue
@@ -111,7 +105,7 @@ def check_tracked(cache: Path = CACHE, root: Path = Path(".")) -> tuple[list[str
             checked += 1
             if not file.exists():
                 problems.append(f"{file}: missing; expected the content recorded in {source}")
-            elif (actual := md5(file)) != entry["md5"]:
+            elif (actual := file_md5(file)) != entry["md5"]:
                 problems.append(f"{file}: md5 {actual} differs from {entry['md5']} in {source}")
     return problems, checked
 

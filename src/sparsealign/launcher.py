@@ -29,6 +29,7 @@ import sys
 from pathlib import Path
 
 from sparsealign.errors import SparsealignError, fail
+from sparsealign.tracking import file_md5
 
 RAW_DIR = Path("data/raw")
 DVC_CACHE = Path(".dvc/cache/files/md5")
@@ -87,13 +88,6 @@ def sweep_stale_temp(root) -> list[Path]:
     return removed
 
 
-def _md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
 
 class _HashCache:
     """md5 by (size, mtime, ctime, inode), as DVC's state does: unchanged files are not re-read.
@@ -114,7 +108,7 @@ class _HashCache:
         entry = self.entries.get(str(path))
         if self.use and entry and entry[0] == key:
             return entry[1]
-        digest = _md5(path)
+        digest = file_md5(path)
         self.entries[str(path)] = [key, digest]
         return digest
 

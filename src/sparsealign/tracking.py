@@ -240,15 +240,16 @@ def path_md5(path) -> str:
     """md5 of a file, or of a directory's sorted (relative path, file md5) listing."""
     path = Path(path)
     if path.is_file():
-        return _file_md5(path)
+        return file_md5(path)
     digest = hashlib.md5()
     # Snakemake drops an empty `.snakemake_timestamp` into directory outputs after the job.
     for file in sorted(p for p in path.rglob("*") if p.is_file() and p.name != ".snakemake_timestamp"):
-        digest.update(f"{file.relative_to(path).as_posix()}:{_file_md5(file)}\n".encode())
+        digest.update(f"{file.relative_to(path).as_posix()}:{file_md5(file)}\n".encode())
     return digest.hexdigest()
 
 
-def _file_md5(path: Path) -> str:
+def file_md5(path: Path) -> str:
+    """md5 of a file's bytes, read in 1 MiB blocks."""
     digest = hashlib.md5()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
