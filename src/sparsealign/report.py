@@ -200,7 +200,7 @@ def best_layer_note(summary, group: str = "layer") -> str:
     parts = [f"{c}: r = {r['mean']:.3f}" + (f", ceiling-normalised {r['normalised']:.3f}"
                                             if "normalised" in r and np.isfinite(r["normalised"]) else "")
              for c, r in at_best.iterrows()]
-    ceiling = (f" Noise ceiling (split-half, Spearman–Brown) {best['ceiling']:.3f}."
+    ceiling = (f" Noise ceiling (split-half, Spearman–Brown; sessions with repeats) {best['ceiling']:.3f}."
                if "ceiling" in best and np.isfinite(best["ceiling"]) else "")
     return (f"<p><b>Best {html.escape(group)} for neurons on ridge: {html.escape(str(best[group]))}</b> — "
             f"{html.escape('; '.join(parts))}.{html.escape(ceiling)}</p>")
@@ -250,7 +250,8 @@ def headline_table(summary, group: str = "hidden") -> str:
                     continue
                 r = r.iloc[0]
                 gain = "" if r["comparison"] == r["baseline"] else f" ({r['gain']:+.1%})"
-                norm = (f"; normalised {r['normalised']:.3f} (ceiling {r['ceiling']:.3f})"
+                norm = (f"; normalised {r['normalised']:.3f} (ceiling {r['ceiling']:.3f}, "
+                        f"sessions with repeats)"
                         if "normalised" in r and np.isfinite(r["normalised"]) else "")
                 cells.append(f"<td>{r['mean']:.3f} ± {r['sem']:.3f}{gain}{norm}</td>")
             rows.append(f"<tr><th>{html.escape(comparison)}</th>{''.join(cells)}</tr>")
