@@ -90,3 +90,25 @@ def test_every_subcommand_has_help(capsys):
             build_parser().parse_args([name, "--help"])
         assert exit_info.value.code == 0
         assert f"usage: sparsealign {name}" in capsys.readouterr().out
+
+
+def test_check_reports_every_missing_mirror_file_and_bad_store(tmp_path, rng):
+    import os
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    real = Path(os.environ.get("SPARSEALIGN_DATA_MIRROR", root.parent / "shared" / "data"))
+    (mirror / "SHA256SUMS").write_text((real / "SHA256SUMS").read_text())
+    bad_store = tmp_path / "bad.zarr"
+    bad_store.mkdir()
+    proc = subprocess.run([sys.executable, "-m", "sparsealign", "check", str(root / "config" / "smoke.yaml"),
+                           str(bad_store)], capture_output=True, text=True,
+                          env={**os.environ, "SPARSEALIGN_TRACKING": "off", "SPARSEALIGN_DATA_MIRROR": str(mirror)})
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    # smoke needs one image zip, one response file and two compact models, plus the bad store
+    assert len(lines) == 5 and all(line.startswith("error: ") for line in lines)
+    assert sum("missing from the data mirror" in line for line in lines) == 4
+    assert "bad.zarr" in lines[-1]

@@ -327,15 +327,59 @@ def build_report(args, job) -> None:
 
 
 def check(args) -> int:
-    """Validate a config file (every problem, one line each) without running anything."""
-    from sparsealign.config import config_problems
+    """Validate a config, the mirror files it needs and any stores named, without running."""
+    from sparsealign.config import config_problems, load_config
 
     problems = config_problems(args.config)
+    if not problems:
+        problems += _mirror_problems(load_config(args.config))
+    problems += _store_problems(args.stores)
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
     if not problems:
-        print(f"{args.config}: ok")
+        print(f"{args.config}: ok" + (f"; {len(args.stores)} stores ok" if args.stores else ""))
     return 2 if problems else 0
+
+
+def _mirror_problems(config: dict) -> list[str]:
+    """One message per real-data file the config needs that is missing or fails its checksum."""
+    import os
+
+    from sparsealign.models.cowley import FAMILIES, MODEL_DIR
+    from sparsealign.recordings.datasets import cowley_v4_files
+    from sparsealign.stimuli.mirror import verify_files
+
+    needed = []
+    for key in ("v4", "dnn"):
+        if config[key]["enabled"]:
+            needed += [cowley_v4_files(s)["images"] for s in config[key]["images"]["sessions"]]
+    if config["v4"]["enabled"]:
+        needed += [cowley_v4_files(s)["responses"] for s in config["v4"]["recording_sessions"]]
+    if config["dnn"]["enabled"]:
+        needed += [f"{MODEL_DIR}/{FAMILIES[m]}" for m in config["dnn"]["models"] if m in FAMILIES]
+    mirror = Path(os.environ.get("SPARSEALIGN_DATA_MIRROR", config["data_mirror"]))
+    if needed and not (mirror / "SHA256SUMS").is_file():
+        return [str(fail(mirror / "SHA256SUMS", "no such file",
+                         "the data mirror's checksum list (data_mirror / SPARSEALIGN_DATA_MIRROR)"))]
+    problems = []
+    for relative in dict.fromkeys(needed):
+        try:
+            verify_files(mirror, [relative])
+        except SparsealignError as exc:
+            problems.append(str(exc))
+    return problems
+
+
+def _store_problems(paths) -> list[str]:
+    from sparsealign import schema
+
+    problems = []
+    for path in paths:
+        try:
+            schema.open_store(path)
+        except SparsealignError as exc:
+            problems.append(str(exc))
+    return problems
 
 
 # --------------------------------------------------------------------------- user commands
@@ -531,9 +575,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("ui", "start the MLflow UI on 127.0.0.1 over the project's runs", config_default=False)
     p.add_argument("--port", type=int, default=5000)
     p.add_argument("--backend-store-uri", help="default: $MLFLOW_TRACKING_URI or the project's SQLite store")
-    p = command("check", "validate a config (every problem, one line each) without running anything",
+    p = command("check", "validate a config, the data it needs and stores (one line per problem)",
                 config_default=False)
     p.add_argument("config")
+    p.add_argument("stores", nargs="*", help="recording / activation / latent stores to validate")
     return parser
 
 
