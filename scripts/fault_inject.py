@@ -45,18 +45,14 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from sparsealign.tracking import file_md5
+
 REPO = Path(__file__).resolve().parents[1]
 RUN_ID = re.compile(rb"\b[0-9a-f]{32}\b")
 
 
 def md5_path(path: Path) -> str:
     """md5 of a file, or of a directory's (relative path, md5) listing without timestamp markers."""
-    def file_md5(p: Path) -> str:
-        digest = hashlib.md5()
-        with open(p, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        return digest.hexdigest()
     if path.is_file():
         if path.suffix == ".html":  # the report records the MLflow run id (provenance)
             return hashlib.md5(RUN_ID.sub(b"<run id>", path.read_bytes())).hexdigest()
