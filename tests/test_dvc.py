@@ -18,6 +18,8 @@ DVC_YAML = """stages:
       - workflow
       - config/smoke.yaml
     outs:
+      - data/raw:
+          persist: true
       - results-smoke:
           persist: true
 """
@@ -50,8 +52,8 @@ def test_push_then_fresh_clone_pulls_and_recomputes_nothing(smoke_run, tmp_path)
     _sh(git + ["clone", "-q", str(repo), str(clone)], tmp_path, env)
     assert not (clone / "results-smoke").exists()
     _sh(DVC + ["pull"], clone, env)
-    table = Path("results-smoke/toy/alignment.csv")
-    assert path_md5(clone / table) == path_md5(repo / table)
+    for path in (Path("results-smoke/toy/alignment.csv"), Path("data/raw/cowley2023_v4/210325.zarr")):
+        assert path_md5(clone / path) == path_md5(repo / path)
     out = _sh(DVC + ["repro"], clone, env)
     assert "didn't change" in out and "Running stage" not in out
     _sh(SNAKEMAKE + ["--touch", "--no-hooks", "--cores", "1", "--configfile", "config/smoke.yaml"],

@@ -6,6 +6,7 @@ from pathlib import Path
 from sparsealign.config import validate_config
 from sparsealign.errors import SparsealignError
 from sparsealign.schema import config_sha
+from sparsealign.stimuli.images import COWLEY_V4_SESSIONS
 
 # The interpreter that runs Snakemake runs the jobs, unless a profile says otherwise.
 PY = os.environ.get("SPARSEALIGN_PYTHON", sys.executable)
@@ -78,7 +79,9 @@ def stop_tracking(status):
 V4 = config["v4"]
 DNN = config["dnn"]
 V4_SESSIONS = sorted(set(V4["recording_sessions"]))
-RECORDINGS = f"{R}/recordings/cowley2023_v4"
+# Raw recordings are converted once, for every session, whatever the experiment: they
+# live under data/raw/ (a DVC output of the pipeline stage), shared by every config.
+RECORDINGS = "data/raw/cowley2023_v4"
 # Only session 210325 has its raw repeats in the mirror: it alone gets a noise ceiling.
 REPEAT_SESSIONS = {"210325"}
 

@@ -12,11 +12,11 @@ rule toy_data:
 
 
 rule import_v4:
-    """Verify the V4 recordings against the mirror's SHA256SUMS and convert them to stores."""
+    """Verify every V4 session against the mirror's SHA256SUMS and convert it to stores."""
     output:
         directory(RECORDINGS),
     params:
-        data=as_json({"mirror": MIRROR, "sessions": V4_SESSIONS}),
+        data=as_json({"mirror": MIRROR, "sessions": list(COWLEY_V4_SESSIONS)}),
     log:
         "logs/import_v4.log",
     shell:
