@@ -33,37 +33,34 @@ def _timed(fn, *args, **kwargs):
     return out, time.perf_counter() - start
 
 
-def _sklearn_cv_ridge(x, y, folds):
-    """The same protocol with RidgeCV (efficient LOO per target) inside each train fold."""
-    from sklearn.linear_model import RidgeCV
-
+def _reference_cv_ridge(x, y, folds, fit_predict):
+    """The same protocol as ours with another library's RidgeCV inside each train fold:
+    standardise on train statistics, predict the test fold, mean Pearson r over targets."""
     scores = []
     for k in range(folds.max() + 1):
         tr, te = folds != k, folds == k
         mx, sx, my, sy = x[tr].mean(0), x[tr].std(0), y[tr].mean(0), y[tr].std(0)
         xt, yt = (x - mx) / sx, (y - my) / sy
-        model = RidgeCV(alphas=DEFAULT_ALPHAS, alpha_per_target=True).fit(xt[tr], yt[tr])
-        pred = model.predict(xt[te]) - model.predict(xt[te]).mean(0)
-        obs = yt[te] - yt[te].mean(0)
+        pred = np.asarray(fit_predict(xt[tr], yt[tr], xt[te]))
+        pred, obs = pred - pred.mean(0), yt[te] - yt[te].mean(0)
         r = (pred * obs).sum(0) / np.sqrt((pred ** 2).sum(0) * (obs ** 2).sum(0))
         scores.append(float(r.mean()))
     return scores
 
 
+def _sklearn_cv_ridge(x, y, folds):
+    """RidgeCV with efficient LOO per target."""
+    from sklearn.linear_model import RidgeCV
+
+    return _reference_cv_ridge(x, y, folds, lambda xtr, ytr, xte: RidgeCV(
+        alphas=DEFAULT_ALPHAS, alpha_per_target=True).fit(xtr, ytr).predict(xte))
+
+
 def _himalaya_cv_ridge(x, y, folds):
     from himalaya.ridge import RidgeCV as HimalayaRidgeCV
 
-    scores = []
-    for k in range(folds.max() + 1):
-        tr, te = folds != k, folds == k
-        mx, sx, my, sy = x[tr].mean(0), x[tr].std(0), y[tr].mean(0), y[tr].std(0)
-        xt, yt = (x - mx) / sx, (y - my) / sy
-        pred = HimalayaRidgeCV(alphas=np.asarray(DEFAULT_ALPHAS)).fit(xt[tr], yt[tr]) \
-            .predict(xt[te])
-        pred, obs = pred - pred.mean(0), yt[te] - yt[te].mean(0)
-        scores.append(float(((pred * obs).sum(0) / np.sqrt((pred ** 2).sum(0)
-                                                            * (obs ** 2).sum(0))).mean()))
-    return scores
+    return _reference_cv_ridge(x, y, folds, lambda xtr, ytr, xte: HimalayaRidgeCV(
+        alphas=np.asarray(DEFAULT_ALPHAS)).fit(xtr, ytr).predict(xte))
 
 
 def bench_ridge(n, p, q):

@@ -13,12 +13,14 @@ os.environ.setdefault("SPARSEALIGN_TRACKING", "off")
 
 @pytest.fixture(autouse=True)
 def one_thread():
-    """Tests run on 2 shared cores: one torch thread each keeps them fast and deterministic."""
+    """Tests run on 2 shared cores: one torch and one BLAS thread keep them fast and deterministic."""
     import torch
+    from threadpoolctl import threadpool_limits
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
+    with threadpool_limits(1):
+        yield
     torch.set_num_threads(before)
 
 

@@ -2,17 +2,10 @@
 
 import numpy as np
 import pytest
-from threadpoolctl import threadpool_limits
 
 from sparsealign.align import score
 from sparsealign.align.ceiling import noise_ceiling
 from sparsealign.errors import SparsealignError
-
-
-@pytest.fixture(autouse=True)
-def _one_blas_thread():
-    with threadpool_limits(1):
-        yield
 
 
 def _recording(n=600, units=30, repeats=6, noise_sd=1.5, seed=0):

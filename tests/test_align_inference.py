@@ -2,15 +2,8 @@
 
 import numpy as np
 import pytest
-from threadpoolctl import threadpool_limits
 
 from sparsealign.align import bootstrap, fold_labels, permutation_null, score
-
-
-@pytest.fixture(autouse=True)
-def _one_blas_thread():
-    with threadpool_limits(1):
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -4,18 +4,11 @@ import json
 
 import numpy as np
 import pytest
-from threadpoolctl import threadpool_limits
 
 from sparsealign.align import METRICS, score
 
 ALL = sorted(METRICS)
 UNIT_LEVEL = ("semi_matching", "soft_matching", "hungarian")
-
-
-@pytest.fixture(autouse=True)
-def _one_blas_thread():
-    with threadpool_limits(1):
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -3,18 +3,11 @@
 import numpy as np
 import pytest
 from scipy.stats import norm
-from threadpoolctl import threadpool_limits
 
 from sparsealign.align import fold_labels, score
 from sparsealign.align.correlation import correlate, split_correlations
 from sparsealign.align.matching import semi_matching, transport_plan
 from sparsealign.errors import SparsealignError
-
-
-@pytest.fixture(autouse=True)
-def _one_blas_thread():
-    with threadpool_limits(1):
-        yield
 
 
 def _expected_max_normal(count: int) -> float:

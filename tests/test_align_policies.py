@@ -2,16 +2,9 @@
 
 import numpy as np
 import pytest
-from threadpoolctl import threadpool_limits
 
 from sparsealign.align import METRICS, feature_recovery, fold_labels, score
 from sparsealign.errors import SparsealignError
-
-
-@pytest.fixture(autouse=True)
-def _one_blas_thread():
-    with threadpool_limits(1):
-        yield
 
 
 @pytest.fixture(scope="module")

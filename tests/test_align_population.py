@@ -3,17 +3,10 @@
 import numpy as np
 import pytest
 from scipy.stats import kendalltau, spearmanr
-from threadpoolctl import threadpool_limits
 
 from sparsealign.align import score
 from sparsealign.align.population import dissimilarity_matrix
 from sparsealign.errors import SparsealignError
-
-
-@pytest.fixture(autouse=True)
-def _one_blas_thread():
-    with threadpool_limits(1):
-        yield
 
 
 def test_debiased_cka_is_zero_on_independent_data_with_p_much_larger_than_n():

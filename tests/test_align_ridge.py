@@ -2,17 +2,10 @@
 
 import numpy as np
 import pytest
-from threadpoolctl import threadpool_limits
 
 from sparsealign.align import fold_labels, score
 from sparsealign.align.regression import ridge
 from sparsealign.errors import SparsealignError
-
-
-@pytest.fixture(autouse=True)
-def _one_blas_thread():
-    with threadpool_limits(1):
-        yield
 
 
 def _data(n, p, q, noise, seed=0):
