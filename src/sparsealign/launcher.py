@@ -28,6 +28,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from sparsealign.atomic import write_text
 from sparsealign.errors import SparsealignError, fail
 from sparsealign.tracking import file_md5
 
@@ -114,10 +115,7 @@ class _HashCache:
 
     def save(self) -> None:
         if self.use:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_name(f"{self.path.name}.tmp-{os.getpid()}")
-            tmp.write_text(json.dumps(self.entries))
-            os.replace(tmp, self.path)
+            write_text(self.path, json.dumps(self.entries))
 
 
 def verify_raw_inputs(root=RAW_DIR, cache_dir=DVC_CACHE, use_hash_cache: bool = True) -> dict:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import warnings
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from sparsealign import __version__
+from sparsealign.atomic import atomic_path
 from sparsealign.errors import fail
 
 KINDS = ("neurons", "sae_latents", "random_sae_latents", "recording", "ground_truth")
@@ -132,27 +132,13 @@ def write_atomic(ds, path, encoding: dict | None = None) -> Path:
     A reader sees the old store or the new one, never half of either. String coords are
     written as variable-length strings (Zarr v3 ``string``).
     """
-    path = Path(path)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
     out = ds.copy()
     for name in ("stimulus", "unit"):
         if name in out.coords:
             out[name] = out[name].astype(object)
-    out.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False, encoding=encoding or {})
-    _replace_dir(tmp, path)
-    return path
-
-
-def _replace_dir(tmp: Path, path: Path) -> None:
-    if path.exists():
-        old = path.with_name(f"{path.name}.old-{os.getpid()}")
-        os.replace(path, old)
-        os.replace(tmp, path)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        out.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False, encoding=encoding or {})
+    return Path(path)
 
 
 def open_store(path, load: bool = True):

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
 
+from sparsealign.atomic import atomic_path
 from sparsealign.errors import fail
 from sparsealign.sae.config import SAEConfig
 from sparsealign.sae.variants import build_sae
@@ -26,10 +26,8 @@ def save_sae(sae, path, meta: dict | None = None) -> Path:
     payload = {"format": SAE_FORMAT, "config": sae.cfg.to_dict(), "d_in": sae.d_in,
                "state": {k: v.detach().cpu() for k, v in sae.state_dict().items()},
                "meta": meta_json}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
     return path
 
 

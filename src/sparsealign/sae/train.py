@@ -11,13 +11,13 @@ killed run resumed from it ends with the same weights, bit for bit on CPU.
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from sparsealign.atomic import atomic_path
 from sparsealign.errors import fail
 from sparsealign.sae import metrics
 from sparsealign.sae.config import SAEConfig
@@ -233,10 +233,8 @@ def _save_checkpoint(path: Path, cfg, source, sae, opt, sched, state: TrainState
         "rng": {"torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
 
 
 def _load_checkpoint(path: Path, cfg, source, sae, opt, sched, state: TrainState, device):
