@@ -1,16 +1,13 @@
 # sparsealign: does superposition hide the alignment between neural representations?
 # Snakemake owns the DAG; every rule body is one `python -m sparsealign <stage>` call.
+# The rules are generic over stimuli, systems and experiments: config/*.yaml names them.
 from snakemake.utils import min_version
 
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
-
-
 include: "workflow/rules/common.smk"
-include: "workflow/rules/data.smk"
-include: "workflow/rules/activations.smk"
+include: "workflow/rules/systems.smk"
 include: "workflow/rules/sae.smk"
 include: "workflow/rules/latents.smk"
 include: "workflow/rules/alignment.smk"
@@ -31,5 +28,5 @@ onerror:
 
 rule all:
     input:
-        REPORT,
+        PLAN.report,
     default_target: True

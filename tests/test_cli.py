@@ -73,11 +73,11 @@ def test_check_accepts_good_and_rejects_bad_config(tmp_path):
     root = Path(__file__).resolve().parents[1]
     assert _run("check", str(root / "config" / "smoke.yaml")).returncode == 0
     bad = tmp_path / "bad.yaml"
-    bad.write_text("toy:\n  seed_pairs: 0\n")
+    bad.write_text((root / "config" / "smoke.yaml").read_text().replace("seed_pairs: 1", "seed_pairs: 0"))
     proc = _run("check", str(bad))
     assert proc.returncode == 2
-    assert proc.stderr.strip() == (f"error: {bad}: config key toy.seed_pairs: 0 is less than the "
-                                   "minimum of 1; expected a config matching config.schema.yaml")
+    assert proc.stderr.strip() == (f"error: {bad}: config key systems.toy.seed_pairs: 0 is less than "
+                                   "the minimum of 1; expected a config matching config.schema.yaml")
 
 
 def test_every_subcommand_has_help(capsys):
@@ -108,7 +108,8 @@ def test_check_reports_every_missing_mirror_file_and_bad_store(tmp_path, rng):
                           env={**os.environ, "SPARSEALIGN_TRACKING": "off", "SPARSEALIGN_DATA_MIRROR": str(mirror)})
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
-    # smoke needs one image zip, one response file and two compact models, plus the bad store
-    assert len(lines) == 5 and all(line.startswith("error: ") for line in lines)
-    assert sum("missing from the data mirror" in line for line in lines) == 4
+    # smoke needs one image zip, the session table, the averaged and the raw responses of
+    # one session and two compact models, plus the bad store
+    assert len(lines) == 7 and all(line.startswith("error: ") for line in lines)
+    assert sum("missing from the data mirror" in line for line in lines) == 6
     assert "bad.zarr" in lines[-1]

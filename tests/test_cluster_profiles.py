@@ -119,7 +119,7 @@ def _toy_inputs(work: Path) -> None:
 
     rng = np.random.default_rng(0)
     ids = [f"toy0-{i:07d}" for i in range(200)]
-    for path, units, kind in (("results-t/toy/activations/m8-seed0-pair0.zarr", 8, "neurons"),):
+    for path, units, kind in (("results-t/systems/toy/m8_seed0.zarr", 8, "neurons"),):
         ds = schema.make_store(rng.random((200, units)), ids, [f"hidden/{j:05d}" for j in range(units)],
                                source="toy", layer="hidden", kind=kind)
         schema.save_store(ds, work / path)
@@ -135,9 +135,9 @@ def test_slurm_plugin_submits_the_sae_job_with_one_gpu_and_the_mlflow_parent(tmp
     env = job_env(work)
     env.update(PATH=f"{bin_dir}:{env['PATH']}", FAKE_SLURM_LOG=str(calls))
     proc = _run(SNAKEMAKE + [
-        "results-t/toy/sae/m8-seed0-pair0.sae.pt", "results-t/toy/features/pair0.zarr",
+        "results-t/toy/sae/toy/m8_seed0.sae.pt", "results-t/stimuli/toy_features/seed0.zarr",
         "--workflow-profile", "workflow/profiles/slurm", "--configfile", config,
-        "--allowed-rules", "train_sae", "toy_data",
+        "--allowed-rules", "train_sae", "toy_features",
         "--default-resources", "slurm_account=lab", "slurm_partition=gpu", "mem_mb=4000",
         "runtime=60", "cpus_per_task=1",
         "--slurm-init-seconds-before-status-checks", "1"], work, env)
@@ -147,7 +147,7 @@ def test_slurm_plugin_submits_the_sae_job_with_one_gpu_and_the_mlflow_parent(tmp
         record = json.loads(line)
         comment = record["argv"][record["argv"].index("--comment") + 1]
         submitted[comment.split("_wildcards")[0].removeprefix("rule_")] = record
-    assert set(submitted) == {"train_sae", "toy_data"}
+    assert set(submitted) == {"train_sae", "toy_features"}
 
     sae = submitted["train_sae"]["argv"]
     wrap = next(a for a in sae if a.startswith("--wrap="))
@@ -155,9 +155,9 @@ def test_slurm_plugin_submits_the_sae_job_with_one_gpu_and_the_mlflow_parent(tmp
     for expected in ("--export=ALL", "-A lab", "-p gpu", "-t 480", "--mem 32000", "--requeue",
                      "--cpus-per-task=4", f"-D {work}", "--gpus=1"):
         assert expected in flags, (expected, flags)
-    assert "--target-jobs 'train_sae:exp=toy,net=m8-seed0-pair0'" in wrap
+    assert "--target-jobs 'train_sae:exp=toy,system=toy,member=m8_seed0'" in wrap
     assert "--no-hooks" in wrap and "--executor slurm-jobstep" in wrap
-    data = " ".join(submitted["toy_data"]["argv"])
+    data = " ".join(submitted["toy_features"]["argv"])
     assert "--gpus" not in data and "-t 15" in data and "--mem 2000" in data
 
     # The jobs would see the pipeline's MLflow parent run and store (sbatch --export=ALL).
@@ -177,7 +177,7 @@ def test_launcher_opens_the_parent_first_and_the_pipeline_adopts_it(tmp_path):
     config = toy_only_config(work)
     env = job_env(work)
     env.pop("SPARSEALIGN_PARENT_RUN_ID", None)
-    proc = _run(LAUNCHER + ["--", "snakemake", "results-t/toy/features/pair0.zarr", "--cores", "1",
+    proc = _run(LAUNCHER + ["--", "snakemake", "results-t/stimuli/toy_features/seed0.zarr", "--cores", "1",
                             "--configfile", config], work, env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     proc_bad = _run(LAUNCHER + ["--", "snakemake", "results-t/no/such/target", "--cores", "1",

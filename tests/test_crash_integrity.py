@@ -41,15 +41,18 @@ def _flip_byte(path: Path, offset: int = -1) -> None:
 
 def toy_only_config(work: Path, name: str = "t", **overrides) -> str:
     """config/<name>.yaml: the smoke config with only the toy experiment (the others need
-    the data mirror and real networks), results in results-<name>."""
+    the data mirror and real networks), results in results-<name>. ``sae={…}`` updates the
+    toy experiment's SAE block; other keys update the toy system."""
     config = yaml.safe_load((work / "config" / "smoke.yaml").read_text())
     config.update(results_dir=f"results-{name}", mlflow_experiment=f"sparsealign-{name}")
-    for experiment in ("v4", "dnn"):
-        if experiment in config:
-            config[experiment] = {"enabled": False}
+    config["experiments"] = {"toy": config["experiments"]["toy"]}
+    config["systems"] = {"toy": config["systems"]["toy"]}
+    config["stimuli"] = {"toy_features": config["stimuli"]["toy_features"]}
     for key, value in overrides.items():
-        config["toy"].setdefault(key, {}).update(value) if isinstance(value, dict) else \
-            config["toy"].__setitem__(key, value)
+        if key == "sae":
+            config["experiments"]["toy"]["sae"].update(value)
+        else:
+            config["systems"]["toy"][key] = value
     (work / "config" / f"{name}.yaml").write_text(yaml.safe_dump(config))
     return f"config/{name}.yaml"
 

@@ -24,3 +24,36 @@ def test_a_second_model_under_one_name_is_an_error():
     assert register(spec) is spec and register(spec) is spec
     with pytest.raises(SparsealignError, match="registered twice"):
         register(ModelSpec("test_registry_twice", build=lambda: None, preprocess=lambda x: x))
+
+
+def _spec_module(tmp_path, monkeypatch, body):
+    (tmp_path / "lab_nets.py").write_text(body)
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+
+def test_a_model_from_module_function_outside_the_package(tmp_path, monkeypatch):
+    _spec_module(tmp_path, monkeypatch, "from sparsealign.models import ModelSpec\n"
+                 "def build():\n    return ModelSpec('lab', build=lambda: None, preprocess=lambda x: x,"
+                 " layers={'fc': 'fc'})\n"
+                 "def wrong():\n    return 42\n")
+    assert get_model("lab_nets:build").layers == {"fc": "fc"}
+    with pytest.raises(SparsealignError, match=r"model 'lab_nets:wrong': gave a int; expected a sparsealign"):
+        get_model("lab_nets:wrong")
+    with pytest.raises(SparsealignError, match=r"lab_nets has no 'nope'"):
+        get_model("lab_nets:nope")
+    with pytest.raises(SparsealignError, match=r"cannot import no_such_module"):
+        get_model("no_such_module:build")
+
+
+def test_a_model_from_an_entry_point(monkeypatch):
+    from sparsealign.models import registry
+
+    class EntryPoint:
+        value = "lab_package.nets:spec"
+
+        def load(self):
+            return ModelSpec("plugin_net", build=lambda: None, preprocess=lambda x: x)
+
+    monkeypatch.setattr(registry, "_entry_points", lambda: {"plugin_net": EntryPoint()})
+    assert get_model("plugin_net").name == "plugin_net"
+    assert "plugin_net" in list_models()

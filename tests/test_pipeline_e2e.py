@@ -35,13 +35,14 @@ def test_smoke_pipeline_writes_table_figure_and_report(smoke_run):
     for experiment in ("toy", "v4", "dnn"):
         assert f"Experiment: {experiment}" in html
     assert html.count("Per-unit score distributions") == 3 and html.count("Per-layer curves") == 2
-    assert "<td>align_toy_pair</td>" in html and "<td>align_v4</td>" in html  # provenance
+    assert "<td>align_pair</td>" in html and "<td>align_recording</td>" in html  # provenance
     assert "cowley2023_v4/responses_raw/responses_210325.npy" in html
     v4 = pd.read_csv(out / "v4" / "alignment.csv")
     assert set(v4["comparison"]) == {"Neuron→V4", "SAE→V4", "RandomSAE→V4"}
+    assert set(v4["layer"]) == {"conv1", "conv2"} and set(v4["session"].astype(str)) == {"210325"}
     assert (v4["ceiling"] > 0).all() and v4["normalised"].notna().all()  # 210325 has repeats
     dnn = pd.read_csv(out / "dnn" / "alignment.csv")
-    assert set(dnn["model_a"]) == {"cowley_direct_fit"} and "SAE→SAE" in set(dnn["comparison"])
+    assert set(dnn["system_a"]) == {"cowley_direct_fit"} and "SAE→SAE" in set(dnn["comparison"])
 
 
 @pytest.mark.e2e
@@ -81,12 +82,13 @@ def test_rerun_has_nothing_to_do(smoke_run):
 @pytest.mark.e2e
 def test_config_failing_the_schema_stops_before_any_job(tmp_path):
     work = _workdir(tmp_path)
-    (work / "config" / "bad.yaml").write_text("toy:\n  hidden_sizes: eight\n")
+    text = (work / "config" / "smoke.yaml").read_text().replace("hidden_sizes: [8]", "hidden_sizes: eight")
+    (work / "config" / "bad.yaml").write_text(text)
     proc = subprocess.run(SNAKEMAKE + ["--cores", "1", "--configfile", "config/bad.yaml"], cwd=work,
                           env=_env(work), capture_output=True, text=True)
     assert proc.returncode != 0
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1
-    assert errors[0].endswith("config/bad.yaml: config key toy.hidden_sizes: 'eight' is not of "
-                              "type 'array'; expected a config matching config.schema.yaml")
+    assert errors[0].endswith("config/bad.yaml: config key systems.toy.hidden_sizes: 'eight' is not "
+                              "of type 'array'; expected a config matching config.schema.yaml")
     assert not (work / "results").exists() and not (work / "mlruns").exists()

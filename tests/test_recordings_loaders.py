@@ -45,7 +45,7 @@ def test_npz_array_with_repeats_keeps_nan_padding(tmp_path):
 
 @pytest.mark.parametrize("setup, problem", [
     (lambda p: np.save(p / "x.npy", RESPONSES[:, :, None, None]), r"shape \(4, 3, 1, 1\)"),
-    (lambda p: np.save(p / "x.npy", RESPONSES[:3]), "for 4 stimulus ids"),
+    (lambda p: np.save(p / "x.npy", RESPONSES[:3]), "4 stimulus ids for an array of shape \\(3, 3\\) read as layout"),
     (lambda p: np.save(p / "x.npy", np.where(RESPONSES == 7, np.nan, RESPONSES)),
      r"1 stimuli have NaN .*ids: img-c"),
     (lambda p: np.save(p / "x.npy", np.array([["a"] * 3] * 4)), "dtype <U1"),
@@ -192,3 +192,18 @@ def test_merging_duplicates_pools_repeats_side_by_side():
     assert ids.tolist() == ["a", "b"] and first.tolist() == [0, 1] and n.tolist() == [2, 1]
     np.testing.assert_array_equal(merged[0, 0], [1.0, np.nan, 2.0, 3.0])
     np.testing.assert_array_equal(merged[1, 0], [5.0, 6.0, np.nan, np.nan])
+
+
+def test_npz_ids_that_do_not_match_the_layout_say_which_layout_was_assumed(tmp_path):
+    from sparsealign.errors import SparsealignError
+    from sparsealign.recordings.npz import load_npz
+
+    np.savez(tmp_path / "rec.npz", responses=np.ones((5, 30)))  # 5 units × 30 stimuli
+    (tmp_path / "ids.txt").write_text("\n".join(f"s{i}" for i in range(30)))
+    with pytest.raises(SparsealignError) as info:
+        load_npz(tmp_path / "rec.npz", tmp_path / "ids.txt")
+    assert str(info.value) == (f"{tmp_path / 'rec.npz'}: 30 stimulus ids for an array of shape (5, 30) "
+                               "read as layout stimulus_unit (5 stimuli); expected one id per stimulus;"
+                               " if the first axis holds units, set layout: unit_stimulus")
+    ds = load_npz(tmp_path / "rec.npz", tmp_path / "ids.txt", layout="unit_stimulus")
+    assert ds.sizes == {"stimulus": 30, "unit": 5}

@@ -73,7 +73,7 @@ def test_pipeline_logs_to_the_server_over_http(mlflow_server, tmp_path):
     work = workdir(tmp_path)
     config = toy_only_config(work)
     env = {**job_env(work), "MLFLOW_TRACKING_URI": url}
-    target = "results-t/toy/activations/m8-seed0-pair0.zarr"
+    target = "results-t/systems/toy/m8_seed0.zarr"
     proc = subprocess.run(SNAKEMAKE + [target, "--cores", "2", "--configfile", config], cwd=work,
                           env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -85,7 +85,7 @@ def test_pipeline_logs_to_the_server_over_http(mlflow_server, tmp_path):
     parents = [r for r in runs if r.data.tags.get("sparsealign.role") == "pipeline"]
     jobs = [r for r in runs if r.data.tags.get("sparsealign.role") == "job"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
-    assert sorted(j.data.tags["snakemake.rule"] for j in jobs) == ["toy_data", "toy_model"]
+    assert sorted(j.data.tags["snakemake.rule"] for j in jobs) == ["toy_features", "toy_model"]
     assert all(j.info.status == "FINISHED" for j in jobs)
     assert all(j.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for j in jobs)
     model = next(j for j in jobs if j.data.tags["snakemake.rule"] == "toy_model")

@@ -117,14 +117,14 @@ def test_snakemake_runs_with_s3_as_default_storage(s3, tmp_path):
     env = _env(work)
     storage = ["--default-storage-provider", "s3", "--default-storage-prefix", f"s3://{BUCKET}/run",
                "--storage-s3-endpoint-url", url]
-    target = "results-t/toy/activations/m8-seed0-pair0.zarr"
+    target = "results-t/systems/toy/m8_seed0.zarr"
     proc = subprocess.run(SNAKEMAKE + [target, "--cores", "2", "--configfile", config, *storage],
                           cwd=work, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     keys = {o["Key"] for o in client.list_objects_v2(Bucket=BUCKET, Prefix="run/")["Contents"]}
-    for store in ("results-t/toy/features/pair0.zarr", target):
+    for store in ("results-t/stimuli/toy_features/seed0.zarr", target):
         assert f"run/{store}/zarr.json" in keys and f"run/{store}/responses/zarr.json" in keys
-    assert "run/results-t/toy/models/m8-seed0-pair0.pt" in keys
+    assert "run/results-t/systems/toy/m8_seed0.pt" in keys
     assert not (work / "results-t").exists()  # outputs live in the bucket, not the workdir
 
     copy = tmp_path / "from-s3" / "activations.zarr"

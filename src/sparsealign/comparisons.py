@@ -20,17 +20,16 @@ COMPARISONS = {
     "RandomSAE→SAE": ("random", "sae"),
 }
 SOURCE_LABELS = {"neurons": "Neuron", "sae": "SAE", "random": "RandomSAE"}
-# Metrics that score each target unit; their per-unit test scores go into the tables.
-PER_UNIT_METRICS = ("semi_matching", "ridge")
 RECOVERY = {"neurons": "GroundTruth→Neuron", "sae": "GroundTruth→SAE",
             "random": "GroundTruth→RandomSAE"}
 
 
 def _score(metric, source, target, kwargs) -> tuple[dict, dict]:
     """``align.score`` plus the per-unit column (JSON list) for metrics that have one."""
-    from sparsealign.align import score
+    from sparsealign.align import METRICS, score
 
-    result = score(metric, source, target, per_target=metric in PER_UNIT_METRICS, **kwargs)
+    # Metrics that score each target unit put their per-unit test scores in the tables.
+    result = score(metric, source, target, per_target=METRICS[metric].per_unit, **kwargs)
     extra = {"dropped_source": result.get("dropped_source", 0),
              "dropped_target": result.get("dropped_target", 0)}
     if "per_target" in result:

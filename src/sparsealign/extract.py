@@ -26,6 +26,10 @@ from sparsealign.errors import fail
 REDUCTIONS = ("center", "mean", "flatten")
 
 
+class _LayersDone(Exception):
+    """Raised by the last hook of a pass with ``stop_early``: the rest is not needed."""
+
+
 def reduce_activation(output, reduction: str):
     """Reduce a (N, C, *spatial) tensor to (N, units); (N, C) passes through.
 
@@ -76,7 +80,7 @@ def _check_inputs(stimulus_ids, stimuli, layers, reduction, batch_size):
 
 def extract_activations(model, preprocess, stimulus_ids, stimuli, layers: dict[str, str],
                         reduction: str = "center", batch_size: int = 32, source: str = "model",
-                        config: dict | str = "") -> dict:
+                        config: dict | str = "", stop_early: bool = False) -> dict:
     """Run ``stimuli`` through ``model`` and return one activations Dataset per layer.
 
     Parameters
@@ -97,6 +101,9 @@ def extract_activations(model, preprocess, stimulus_ids, stimuli, layers: dict[s
         Model name, stored as the ``source`` attr.
     config : dict or str
         Config slice of the job, hashed into ``config_sha``.
+    stop_early : bool
+        Stop each forward pass once every requested layer has run (the rest of the
+        network is not computed).
 
     Returns
     -------
@@ -121,6 +128,8 @@ def extract_activations(model, preprocess, stimulus_ids, stimuli, layers: dict[s
                                               "per forward pass", "a module that runs once")
             shapes[name] = tuple(output.shape[1:])
             captured[name] = reduce_activation(output, reduction).float().cpu()
+            if stop_early and len(captured) == len(layers):
+                raise _LayersDone
         return hook
 
     handles = [module.register_forward_hook(hook_for(name)) for name, module in modules.items()]
@@ -133,7 +142,10 @@ def extract_activations(model, preprocess, stimulus_ids, stimuli, layers: dict[s
         with torch.no_grad():
             for b, start in enumerate(range(0, n, batch_size), start=1):
                 captured.clear()
-                model(preprocess(stimuli[start:start + batch_size]).to(device))
+                try:
+                    model(preprocess(stimuli[start:start + batch_size]).to(device))
+                except _LayersDone:
+                    pass
                 for name in layers:
                     if name not in captured:
                         raise fail(f"layer {name!r}", f"module {layers[name]!r} did not run "
@@ -151,24 +163,24 @@ def extract_activations(model, preprocess, stimulus_ids, stimuli, layers: dict[s
             for name in layers}
 
 
-def extract_registered_model(name: str, stimulus_ids, stimuli, layers=None,
-                             reduction: str = "center", batch_size: int = 32,
-                             config: dict | str = "") -> dict:
-    """:func:`extract_activations` for a registered model.
+def extract_model(model: str, stimulus_ids, stimuli, layer: str, module: str | None = None,
+                  reduction: str = "center", batch_size: int = 32, config: dict | str = ""):
+    """One layer of a model found by :func:`sparsealign.models.get_model` → one store.
 
-    ``layers`` is a list of the model's friendly layer names (default: all of them).
+    ``module`` is the layer's dotted module path; ``None`` looks ``layer`` up among the
+    model's named layers. The forward pass stops once the layer has run.
     """
     from sparsealign.models import get_model
 
-    spec = get_model(name)
-    chosen = list(spec.layers) if layers is None else list(layers)
-    unknown = [layer for layer in chosen if layer not in spec.layers]
-    if unknown:
-        raise fail(f"model {name!r}", f"unknown layers {unknown}", f"among {list(spec.layers)}")
+    spec = get_model(model)
+    if module is None:
+        if layer not in spec.layers:
+            raise fail(f"model {model!r}", f"unknown layer {layer!r}",
+                       f"one of {list(spec.layers)}, or layers: {{name: module.path}}")
+        module = spec.layers[layer]
     return extract_activations(spec.build(), spec.preprocess, stimulus_ids, stimuli,
-                               {layer: spec.layers[layer] for layer in chosen},
-                               reduction=reduction, batch_size=batch_size, source=name,
-                               config=config)
+                               {layer: module}, reduction=reduction, batch_size=batch_size,
+                               source=model, config=config, stop_early=True)[layer]
 
 
 def _activation_store(name, values, stimulus_ids, module_path, shape, reduction, source, config):

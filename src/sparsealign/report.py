@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import html
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -18,23 +17,22 @@ COLOURS = {"Neuron→Neuron": "#7f7f7f", "SAE→Neuron": "#1f77b4", "SAE→SAE":
            "RandomSAE→Neuron": "#c5b0d5", "RandomSAE→SAE": "#f7b6d2",
            "GroundTruth→Neuron": "#7f7f7f", "GroundTruth→SAE": "#2ca02c",
            "GroundTruth→RandomSAE": "#f7b6d2"}
-EXPERIMENT_NOTES = {
-    "toy": "Toy models of superposition: mean ± SEM over seed pairs of the cross-validated "
-           "score, both directions averaged.",
-    "v4": "A network's layers (neurons, SAE latents, random-SAE latents) predicting macaque V4 "
-          "neurons: mean ± SEM over recording sessions of the cross-validated score.",
-    "dnn": "Pairs of same-architecture networks trained from different teachers: mean ± SEM "
-           "over model pairs of the cross-validated score, both directions averaged.",
-}
-METRIC_TITLES = {"semi_matching": "Semi-matching (CV r)", "soft_matching": "Soft-matching (CV r)",
-                 "hungarian": "One-to-one (CV r)", "ridge": "Ridge predictivity (CV r)",
-                 "best_corr": "Ground truth: best corr / feature", "mcc": "Ground truth: MCC"}
+
+
+def metric_title(metric: str) -> str:
+    """A metric's axis title: its registered ``title``, or its name."""
+    from sparsealign.align import METRICS
+
+    return getattr(METRICS.get(metric), "title", None) or RECOVERY_TITLES.get(metric, metric)
+
+
+RECOVERY_TITLES = {"best_corr": "Ground truth: best corr / feature", "mcc": "Ground truth: MCC"}
 
 
 def baseline_of(comparison: str) -> str:
     """The neuron baseline of a comparison: every SAE side replaced by neurons.
 
-    ``SAE→SAE`` → ``Neuron→Neuron``; ``SAE→V4`` → ``Neuron→V4``; ``GroundTruth→SAE`` →
+    ``SAE→SAE`` → ``Neuron→Neuron``; ``SAE→<target>`` → ``Neuron→<target>``; ``GroundTruth→SAE`` →
     ``GroundTruth→Neuron``.
     """
     return "→".join("Neuron" if side in ("SAE", "RandomSAE") else side
@@ -98,15 +96,15 @@ def paper_figure(summary, out, panel: str = "hidden", title: str = "") -> None:
             if row == 0:
                 ax.set_title(f"{panel} = {value}", fontsize=9)
             if col == 0:
-                ax.set_ylabel(METRIC_TITLES.get(metric, metric), fontsize=8)
+                ax.set_ylabel(metric_title(metric), fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(out).with_name(f"{Path(out).stem}.tmp{Path(out).suffix}")
-    fig.savefig(tmp, dpi=110)
+    from sparsealign.atomic import atomic_path
+
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
-    tmp.replace(out)
 
 
 def _colour(comparison: str) -> str:
@@ -138,7 +136,7 @@ def layer_curves(summary, out, group: str = "layer", order=None) -> None:
             ax.errorbar(range(len(layers)), rows["mean"], yerr=rows["sem"].fillna(0), marker="o",
                         markersize=3, capsize=2, color=_colour(comparison), label=comparison)
         ax.set_xticks(range(len(layers)), layers, fontsize=7)
-        ax.set_title(METRIC_TITLES.get(metric, metric), fontsize=9)
+        ax.set_title(metric_title(metric), fontsize=9)
         ax.axhline(0, color="black", linewidth=0.5)
     axes[0][0].legend(fontsize=6)
     fig.tight_layout()
@@ -171,7 +169,7 @@ def unit_distributions(table, group: str, focus, out) -> bool:
                       for v in json.loads(cell) if v is not None]
             ax.hist(values, bins=30, range=(-0.2, 1), histtype="step", linewidth=1.2,
                     density=True, color=_colour(comparison), label=f"{comparison} (n={len(values)})")
-        ax.set_title(f"{METRIC_TITLES.get(metric, metric)}: per target unit", fontsize=9)
+        ax.set_title(f"{metric_title(metric)}: per target unit", fontsize=9)
         ax.set_xlabel("test r", fontsize=8)
         ax.legend(fontsize=6)
     fig.suptitle(f"{group} = {focus}", fontsize=9)
@@ -255,7 +253,7 @@ def headline_table(summary, group: str = "hidden") -> str:
                         if "normalised" in r and np.isfinite(r["normalised"]) else "")
                 cells.append(f"<td>{r['mean']:.3f} ± {r['sem']:.3f}{gain}{norm}</td>")
             rows.append(f"<tr><th>{html.escape(comparison)}</th>{''.join(cells)}</tr>")
-        parts.append(f"<h3>{html.escape(METRIC_TITLES.get(metric, metric))}</h3>"
+        parts.append(f"<h3>{html.escape(metric_title(metric))}</h3>"
                      f"<table><tr><th></th>{head}</tr>{''.join(rows)}</table>")
     return "\n".join(parts)
 
@@ -285,49 +283,44 @@ def job_runs(paths) -> dict:
     return dict(sorted(found.items()))
 
 
-def raw_data_hashes(config: dict) -> dict:
-    """sha256 of each mirror file the enabled real-data experiments read (from SHA256SUMS)."""
-    mirror = Path(os.environ.get("SPARSEALIGN_DATA_MIRROR", config.get("data_mirror", "")))
-    sums = mirror / "SHA256SUMS"
-    if not (config.get("v4", {}).get("enabled") or config.get("dnn", {}).get("enabled")) \
-            or not sums.exists():
+def raw_data_hashes(mirror_files) -> dict:
+    """sha256 (from the mirror's SHA256SUMS) of each mirror file the experiments read."""
+    from sparsealign.stimuli.mirror import default_mirror_dir, read_checksums
+
+    if not mirror_files:
         return {}
-    sessions = {str(s) for key in ("v4", "dnn") if config.get(key, {}).get("enabled")
-                for s in config[key].get("images", {}).get("sessions", [])}
-    sessions |= {str(s) for s in config.get("v4", {}).get("recording_sessions", [])}
-    hashes = {}
-    for line in sums.read_text().splitlines():
-        digest, name = line.split(maxsplit=1)
-        name = name.removeprefix("./")
-        if any(s in name for s in sessions) or name.endswith(".keras"):
-            hashes[name] = digest
-    return hashes
+    sums = read_checksums(default_mirror_dir())
+    return {name: sums[name] for name in mirror_files if name in sums}
 
 
-def write_report(out, summaries, figures, histories=(), config=None) -> None:
-    """One HTML file, figures embedded, readable offline."""
+def write_report(out, summaries, figures, histories=(), experiments=None, mirror_files=(),
+                 config_sha: str = "") -> None:
+    """One HTML file, figures embedded, readable offline.
+
+    ``experiments`` maps an experiment name (the folder of its summary) to its
+    ``description`` and ``panel``.
+    """
     import tempfile
 
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    from sparsealign.atomic import write_text
+
     with tempfile.TemporaryDirectory() as tmp:  # figures drawn here are embedded, not kept
-        page = _page(Path(tmp), summaries, figures, histories, config)
-    tmp_out = out.with_name(f"{out.name}.tmp")
-    tmp_out.write_text(page)
-    tmp_out.replace(out)
+        page = _page(Path(tmp), summaries, figures, histories, experiments or {}, mirror_files,
+                     config_sha)
+    write_text(out, page)
 
 
-def _page(scratch: Path, summaries, figures, histories, config) -> str:
+def _page(scratch: Path, summaries, figures, histories, experiments, mirror_files,
+          config_sha) -> str:
     import pandas as pd
 
-    from sparsealign.schema import config_sha
     from sparsealign.tracking import git_state, parent_run_id
 
     sections = []
     for summary_path, figure in zip(summaries, figures):
         summary = pd.read_csv(summary_path)
-        group = summary.columns[0]
         name = Path(summary_path).parent.name
+        group = experiments.get(name, {}).get("panel", summary.columns[0])
         extra = ""
         if group == "layer":
             curves = scratch / f"{name}_layers.png"
@@ -340,7 +333,7 @@ def _page(scratch: Path, summaries, figures, histories, config) -> str:
         if table_path.exists() and unit_distributions(pd.read_csv(table_path), group, focus, units):
             extra += f"<h3>Per-unit score distributions (neurons vs latents)</h3>{_img(units)}"
         sections.append(f"<section><h2>Experiment: {html.escape(name)}</h2>"
-                        f"<p>{html.escape(EXPERIMENT_NOTES.get(name, ''))} Relative gain versus "
+                        f"<p>{html.escape(experiments.get(name, {}).get('description', ''))} Relative gain versus "
                         f"the neuron baseline in brackets. Source: "
                         f"<code>{html.escape(str(summary_path))}</code>.</p>"
                         f"{_img(figure)}{extra}{headline_table(summary, group)}</section>")
@@ -350,7 +343,7 @@ def _page(scratch: Path, summaries, figures, histories, config) -> str:
         sections.append(f"<section><h2>SAE training curves</h2>{_img(curves)}</section>")
     state = git_state()
     provenance = {"git commit": state["git_commit"], "git dirty": state["git_dirty"],
-                  "config sha": config_sha(config or {}), "MLflow parent run": parent_run_id() or "—"}
+                  "config sha": config_sha or "—", "MLflow parent run": parent_run_id() or "—"}
     rows = "".join(f"<tr><th>{html.escape(k)}</th><td><code>{html.escape(str(v))}</code></td></tr>"
                    for k, v in provenance.items())
     produced = [Path(p) for summary in summaries for p in sorted(Path(summary).parent.glob("scores/*.csv"))]
@@ -359,7 +352,7 @@ def _page(scratch: Path, summaries, figures, histories, config) -> str:
                    f"<td><code>{html.escape(run_id)}</code></td></tr>"
                    for path, (rule, run_id) in job_runs(produced).items())
     raw = "".join(f"<tr><td><code>{html.escape(name)}</code></td><td><code>{digest}</code></td></tr>"
-                  for name, digest in raw_data_hashes(config or {}).items())
+                  for name, digest in raw_data_hashes(mirror_files).items())
     sections.append(f"<section><h2>Provenance</h2><table>{rows}</table>"
                     f"<h3>Raw data (sha256, verified against the mirror before use)</h3>"
                     f"<table>{raw or '<tr><td>none: generated data only</td></tr>'}</table>"

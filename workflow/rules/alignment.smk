@@ -1,78 +1,63 @@
-def toy_system(hidden, seed, pair):
-    net = toy_net(hidden, seed) + f"-pair{pair}"
-    return [
-        f"{R}/toy/activations/{net}.zarr",
-        f"{R}/toy/latents/{net}.sae.zarr",
-        f"{R}/toy/latents/{net}.random.zarr",
-    ]
+# Scoring: one job per comparison of an experiment (see sparsealign.plan).
 
 
-rule align_toy_pair:
-    """Neuron/SAE/random-SAE comparison grid and ground-truth recovery for one seed pair."""
+def experiments_of_kind(kind):
+    return names(n for n, e in PLAN.experiments.items() if e["kind"] == kind)
+
+
+def comparison(w):
+    return PLAN.comparison(w.exp, w.comparison)
+
+
+def pair_inputs(w):
+    c = comparison(w)
+    files = {"a": PLAN.representations(w.exp, c.a), "b": PLAN.representations(w.exp, c.b)}
+    if c.a.ground_truth and c.a.ground_truth == c.b.ground_truth:
+        files["features"] = c.a.ground_truth
+    return files
+
+
+rule align_pair:
+    """Neuron/SAE/random-SAE comparison grid between two members (and ground-truth recovery)."""
+    wildcard_constraints:
+        exp=experiments_of_kind("pairs"),
     input:
-        a=lambda w: toy_system(w.hidden, 2 * int(w.pair), w.pair),
-        b=lambda w: toy_system(w.hidden, 2 * int(w.pair) + 1, w.pair),
-        features=f"{R}/toy/features/pair{{pair}}.zarr",
+        unpack(pair_inputs),
     output:
-        f"{R}/toy/scores/m{{hidden}}-pair{{pair}}.csv",
+        f"{R}/{{exp}}/scores/{{comparison}}.csv",
     params:
-        alignment=as_json(TOY["alignment"]),
-        labels=lambda w: as_json({"hidden": int(w.hidden), "pair": int(w.pair)}),
+        alignment=lambda w: as_json(config["experiments"][w.exp]["alignment"]),
+        labels=lambda w: as_json(PLAN.labels(comparison(w))),
+        features=lambda w, input: [f"--features={input.features}"] if "features" in input.keys() else [],
+        wildcards=wildcards_json,
     log:
-        "logs/align_toy_pair/m{hidden}-pair{pair}.log",
+        "logs/align_pair/{exp}/{comparison}.log",
     shell:
-        "{PY} -m sparsealign align-pair --rule {rule} --a {input.a} --b {input.b} --features {input.features}"
-        " --params {params.alignment:q} --labels {params.labels:q} --threads {threads}"
-        " --wildcards '{{\"hidden\": \"{wildcards.hidden}\", \"pair\": \"{wildcards.pair}\"}}'"
-        " --out {output} 2>&1 | tee {log}"
+        "{PY} -m sparsealign align-pair --rule {rule:q} --wildcards {params.wildcards:q}"
+        " --threads {threads} --a {input.a:q} --b {input.b:q} {params.features:q}"
+        " --params {params.alignment:q} --labels {params.labels:q}"
+        " --out {output:q} 2>&1 | tee {log:q}"
 
 
-def layer_system(exp, net):
-    return [
-        f"{R}/{exp}/activations/{net}.zarr",
-        f"{R}/{exp}/latents/{net}.sae.zarr",
-        f"{R}/{exp}/latents/{net}.random.zarr",
-    ]
-
-
-rule align_v4:
-    """Neurons / SAE latents / random-SAE latents of one layer → one V4 session."""
+rule align_recording:
+    """Neurons / SAE latents / random-SAE latents of one member → one recording."""
+    wildcard_constraints:
+        exp=experiments_of_kind("to_recordings"),
     input:
-        source=lambda w: layer_system("v4", f"{V4['model']}-{w.layer}"),
-        recordings=RECORDINGS,
+        source=lambda w: PLAN.representations(w.exp, comparison(w).a),
+        target=lambda w: list(comparison(w).b.inputs),
     output:
-        f"{R}/v4/scores/{{layer}}-{{session}}.csv",
+        f"{R}/{{exp}}/scores/{{comparison}}.csv",
     params:
-        alignment=as_json(V4["alignment"]),
-        labels=lambda w: as_json({"model": V4["model"], "layer": w.layer, "session": w.session}),
-        recording=lambda w: f"{RECORDINGS}/{w.session}.zarr",
-        repeats=lambda w: f"--repeats {RECORDINGS}/{w.session}_repeats.zarr"
-        if w.session in REPEAT_SESSIONS
-        else "",
+        alignment=lambda w: as_json(config["experiments"][w.exp]["alignment"]),
+        labels=lambda w: as_json(PLAN.labels(comparison(w))),
+        recording=lambda w: comparison(w).b.store,
+        target=lambda w: comparison(w).b.labels["target"],
+        wildcards=wildcards_json,
     log:
-        "logs/align_v4/{layer}-{session}.log",
+        "logs/align_recording/{exp}/{comparison}.log",
     shell:
-        "{PY} -m sparsealign align-brain --rule {rule} --source {input.source}"
-        " --recording {params.recording} {params.repeats} --target-label V4"
-        " --params {params.alignment:q} --labels {params.labels:q} --threads {threads}"
-        " --wildcards '{{\"layer\": \"{wildcards.layer}\", \"session\": \"{wildcards.session}\"}}'"
-        " --out {output} 2>&1 | tee {log}"
-
-
-rule align_dnn_pair:
-    """Comparison grid between two same-architecture networks at one layer."""
-    input:
-        a=lambda w: layer_system("dnn", f"{w.a}-{w.layer}"),
-        b=lambda w: layer_system("dnn", f"{w.b}-{w.layer}"),
-    output:
-        f"{R}/dnn/scores/{{layer}}-{{a}}-vs-{{b}}.csv",
-    params:
-        alignment=as_json(DNN["alignment"]),
-        labels=lambda w: as_json({"layer": w.layer, "model_a": w.a, "model_b": w.b}),
-    log:
-        "logs/align_dnn_pair/{layer}-{a}-vs-{b}.log",
-    shell:
-        "{PY} -m sparsealign align-pair --rule {rule} --a {input.a} --b {input.b}"
-        " --params {params.alignment:q} --labels {params.labels:q} --threads {threads}"
-        " --wildcards '{{\"layer\": \"{wildcards.layer}\", \"a\": \"{wildcards.a}\", \"b\": \"{wildcards.b}\"}}'"
-        " --out {output} 2>&1 | tee {log}"
+        "{PY} -m sparsealign align-recording --rule {rule:q} --wildcards {params.wildcards:q}"
+        " --threads {threads} --source {input.source:q} --recording {params.recording:q}"
+        " --target-label {params.target:q} --params {params.alignment:q}"
+        " --labels {params.labels:q} --out {output:q} 2>&1 | tee {log:q}"

@@ -1,41 +1,49 @@
 import json
 import os
 import sys
-from pathlib import Path
 
-from sparsealign.config import validate_config
+from sparsealign.config import DEFAULT_CONFIG, load_config
 from sparsealign.errors import SparsealignError
+from sparsealign.plan import Plan
 from sparsealign.schema import config_sha
-from sparsealign.stimuli.images import COWLEY_V4_SESSIONS
+from sparsealign.stimuli.mirror import MIRROR_ENV, default_mirror_dir
 
 # The interpreter that runs Snakemake runs the jobs, unless a profile says otherwise.
 PY = os.environ.get("SPARSEALIGN_PYTHON", sys.executable)
-# A --configfile extends config/config.yaml; a problem is most likely in the override.
-CONFIG_SOURCE = ", ".join(
-    str(f) for f in workflow.configfiles if Path(f).resolve() != Path("config/config.yaml").resolve()
-) or "config/config.yaml"
 
+# A config stands alone: the one --configfile (default config/config.yaml), read and
+# validated by sparsealign (defaults filled, input paths resolved against its folder).
+if len(workflow.configfiles) > 1:
+    sys.stderr.write("error: --configfile: give one config file (a config stands alone)\n")
+    sys.exit(2)
+CONFIG_FILE = workflow.configfiles[0] if workflow.configfiles else DEFAULT_CONFIG
 try:
-    config.update(validate_config(config, CONFIG_SOURCE))
+    _config = load_config(CONFIG_FILE)
 except SparsealignError as error:
     sys.stderr.write(f"error: {error}\n")
     sys.exit(2)
+config.clear()
+config.update(_config)
+PLAN = Plan(config)
+R = PLAN.results
+# Jobs find the mirror through the environment, never through params: moving it reruns nothing.
+os.environ[MIRROR_ENV] = str(default_mirror_dir(config.get("data_mirror")))
 
-R = config["results_dir"]
-TOY = config["toy"]
-REPORT = f"{R}/report.html"
+
+def names(values):
+    """A wildcard constraint matching exactly these names (nothing when there are none)."""
+    return "|".join(sorted(values)) or "(?!)"
 
 
 wildcard_constraints:
-    net=r"[^/.]+",
-    exp=r"[^/.]+",
+    system=r"[A-Za-z][A-Za-z0-9_]*",
+    member=r"[A-Za-z0-9_]+",
+    exp=r"[A-Za-z][A-Za-z0-9_]*",
     encoder=r"sae|random",
-    layer=r"[^/.-]+",
-    a=r"[^/.-]+",
-    b=r"[^/.-]+",
-    session=r"\d+",
+    comparison=r"[A-Za-z0-9_.]+--[A-Za-z0-9_.]+",
+    stimuli=r"[A-Za-z][A-Za-z0-9_]*",
+    dataset=r"[A-Za-z][A-Za-z0-9_]*",
     hidden=r"\d+",
-    pair=r"\d+",
     seed=r"\d+",
 
 
@@ -44,12 +52,9 @@ def as_json(value):
     return json.dumps(value, sort_keys=True)
 
 
-def toy_pairs():
-    return range(TOY["seed_pairs"])
-
-
-def toy_net(hidden, seed):
-    return f"m{hidden}-seed{seed}"
+def wildcards_json(wildcards):
+    """The job's wildcards, for its MLflow run's tags."""
+    return as_json(dict(wildcards.items()))
 
 
 def start_tracking():
@@ -74,26 +79,3 @@ def stop_tracking(status):
         tracking.end_parent(status)
     except Exception as error:  # the outputs stand; the next start reaps the run
         sys.stderr.write(f"warning: could not close the MLflow parent run ({error})\n")
-
-
-V4 = config["v4"]
-DNN = config["dnn"]
-V4_SESSIONS = sorted(set(V4["recording_sessions"]))
-# Raw recordings are converted once, for every session, whatever the experiment: they
-# live under data/raw/ (a DVC output of the pipeline stage), shared by every config.
-RECORDINGS = "data/raw/cowley2023_v4"
-# Only session 210325 has its raw repeats in the mirror: it alone gets a noise ceiling.
-REPEAT_SESSIONS = {"210325"}
-
-
-# SPARSEALIGN_DATA_MIRROR overrides the config (the data's location is not science).
-MIRROR = os.path.abspath(os.environ.get("SPARSEALIGN_DATA_MIRROR", config["data_mirror"]))
-
-
-def image_params(section):
-    return as_json({"mirror": MIRROR, "layers": section.get("layers"), **section["images"]})
-
-
-def dnn_pairs():
-    models = DNN["models"]
-    return [(a, b) for i, a in enumerate(models) for b in models[i + 1:]]

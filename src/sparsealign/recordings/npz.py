@@ -57,6 +57,12 @@ def load_npz(path, stimulus_ids, *, key: str = "responses", unit_ids=None,
         values = np.swapaxes(values, 0, 1)
     if isinstance(stimulus_ids, (str, Path)):
         stimulus_ids = read_id_list(stimulus_ids)
+    if len(stimulus_ids) != values.shape[0]:
+        other = LAYOUTS[1 - LAYOUTS.index(layout)]
+        raise fail(path, f"{len(stimulus_ids)} stimulus ids for an array of shape "
+                   f"{tuple(np.shape(values) if layout == 'stimulus_unit' else np.swapaxes(values, 0, 1).shape)}"
+                   f" read as layout {layout} ({values.shape[0]} stimuli)",
+                   f"one id per stimulus; if the first axis holds units, set layout: {other}")
     layer = layer or key
     if unit_ids is None:
         unit_ids = [f"{layer}/{i:05d}" for i in range(values.shape[1])]

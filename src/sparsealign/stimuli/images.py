@@ -99,28 +99,100 @@ def unique_stimuli(ids, images) -> tuple[np.ndarray, np.ndarray]:
     return ids[first], np.asarray(images)[first]
 
 
-def load_cowley_v4_images(mirror_dir=None, sessions=COWLEY_V4_SESSIONS):
-    """All distinct images of the given V4 sessions, checksum-verified.
+# dataset → (its sessions, the relative mirror path of a session's image zip)
+IMAGE_SESSION_DATASETS = {"cowley2023_v4": (COWLEY_V4_SESSIONS, cowley_v4_image_zip)}
 
-    Parameters
-    ----------
-    mirror_dir : path, optional
-        Data mirror root (default :func:`~sparsealign.stimuli.mirror.default_mirror_dir`).
-    sessions : sequence of str
-        Session ids; images are ordered by session, then by index, first occurrence kept.
 
-    Returns
-    -------
-    ids : ndarray of str, shape (N,)
-    images : ndarray of uint8, shape (N, 112, 112, 3)
+def session_image_files(dataset: str, sessions) -> list[str]:
+    """Relative mirror paths of the image zips of ``sessions`` of ``dataset``."""
+    if dataset not in IMAGE_SESSION_DATASETS:
+        raise fail(f"image dataset {dataset!r}", "unknown",
+                   f"one of {sorted(IMAGE_SESSION_DATASETS)}")
+    known, zip_of = IMAGE_SESSION_DATASETS[dataset]
+    unknown = sorted(set(sessions) - set(known))
+    if unknown:
+        raise fail(dataset, f"unknown sessions {unknown}", f"sessions among {list(known)}")
+    return [zip_of(s) for s in sessions]
+
+
+def load_session_images(dataset: str, sessions, mirror_dir=None):
+    """All distinct images of ``sessions`` of a mirror dataset, checksum-verified.
+
+    Returns ``(ids, images)``: images ordered by session, then by index, first occurrence
+    of each content id kept.
     """
     mirror_dir = Path(mirror_dir) if mirror_dir is not None else default_mirror_dir()
-    unknown = sorted(set(sessions) - set(COWLEY_V4_SESSIONS))
-    if unknown:
-        raise fail("cowley2023_v4", f"unknown sessions {unknown}",
-                   f"sessions among {list(COWLEY_V4_SESSIONS)}")
-    paths = verify_files(mirror_dir, [cowley_v4_image_zip(s) for s in sessions])
+    paths = verify_files(mirror_dir, session_image_files(dataset, sessions))
     per_session = [read_indexed_jpegs(path) for path in paths.values()]
     ids = np.concatenate([ids for ids, _ in per_session])
     images = np.concatenate([images for _, images in per_session])
     return unique_stimuli(ids, images)
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+def _image_files(path: Path) -> list[tuple[str, bytes]]:
+    """(file name, bytes) of every image in a folder or zip, sorted by name."""
+    import zipfile
+
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        return [(p.relative_to(path).as_posix(), p.read_bytes()) for p in files]
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = sorted(n for n in archive.namelist()
+                           if Path(n).suffix.lower() in IMAGE_SUFFIXES and not n.startswith("__MACOSX"))
+            return [(n, archive.read(n)) for n in names]
+    except FileNotFoundError:
+        raise fail(path, "no such folder or zip", "a folder or zip of JPEG/PNG images") from None
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise fail(path, f"not a folder or readable zip ({exc})",
+                   "a folder or zip of JPEG/PNG images") from None
+
+
+def _ids_from_csv(csv_path: Path, names: list[str]) -> list[str]:
+    import csv
+
+    try:
+        with open(csv_path, newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    except FileNotFoundError:
+        raise fail(csv_path, "no such file", "a CSV with columns file,stimulus_id") from None
+    if not rows or not {"file", "stimulus_id"} <= set(rows[0]):
+        raise fail(csv_path, f"columns {list(rows[0]) if rows else []}",
+                   "a CSV with columns file,stimulus_id")
+    by_file = {row["file"]: row["stimulus_id"] for row in rows}
+    missing = [n for n in names if n not in by_file]
+    if missing:
+        raise fail(csv_path, f"no stimulus_id for {len(missing)} images (first: {missing[0]})",
+                   "one row per image file")
+    return [by_file[n] for n in names]
+
+
+def load_image_folder(path, ids_csv=None, max_stimuli=None):
+    """Images of a folder (searched recursively) or zip, sorted by file name.
+
+    A stimulus id is the file name without its suffix (``cat_01.jpg`` → ``cat_01``), or
+    the ``stimulus_id`` of the file's row in ``ids_csv`` (columns ``file,stimulus_id``,
+    ``file`` relative to the folder). Returns ``(ids, images)``, images a list of
+    H×W×3 uint8 arrays (sizes may differ: the model's preprocess decides).
+    """
+    path = Path(path)
+    files = _image_files(path)
+    if not files:
+        raise fail(path, "holds no .jpg, .jpeg or .png files", "a folder or zip of images")
+    files = files[:max_stimuli] if max_stimuli else files
+    names = [name for name, _ in files]
+    ids = _ids_from_csv(Path(ids_csv), names) if ids_csv else [Path(n).stem for n in names]
+    duplicated = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicated:
+        raise fail(ids_csv or path, f"stimulus id {duplicated[0]!r} names several images",
+                   "one id per image (rename the files or give ids_csv)")
+    images = [decode_image(blob, f"{path}:{name}") for name, blob in files]
+    return np.array(ids, dtype=object), images
+
+
+def load_cowley_v4_images(mirror_dir=None, sessions=COWLEY_V4_SESSIONS):
+    """All distinct images of the given V4 sessions (:func:`load_session_images`)."""
+    return load_session_images("cowley2023_v4", sessions, mirror_dir)

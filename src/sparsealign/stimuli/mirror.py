@@ -17,10 +17,16 @@ MIRROR_ENV = "SPARSEALIGN_DATA_MIRROR"
 CHECKSUM_FILE = "SHA256SUMS"
 
 
-def default_mirror_dir() -> Path:
-    """``$SPARSEALIGN_DATA_MIRROR``, else ``<repository>/../shared/data``."""
+def default_mirror_dir(configured=None) -> Path:
+    """The one answer to "where is the data mirror?".
+
+    ``$SPARSEALIGN_DATA_MIRROR`` if set (the data's location is not science), else the
+    config's ``data_mirror`` (``configured``), else ``<repository>/../shared/data``.
+    """
     if os.environ.get(MIRROR_ENV):
         return Path(os.environ[MIRROR_ENV])
+    if configured:
+        return Path(configured)
     repository = Path(__file__).resolve().parents[3]
     return repository.parent / "shared" / "data"
 

@@ -1,0 +1,237 @@
+"""A validated config → every file the pipeline makes, and the slice of config each job reads.
+
+Every system expands into *members*, each one response matrix with labels:
+
+- a ``network`` into one member per layer (labels ``system``, ``layer``);
+- ``toy_models`` into one member per hidden size and seed (``hidden``, ``seed``, ``pair``:
+  seeds 2p and 2p+1 train on data seed p);
+- a ``recording`` into one member per session, or one member ``responses`` for a file.
+
+A ``pairs`` experiment compares every two members of its systems that agree on its
+``match`` labels; a ``to_recordings`` experiment scores every member of its sources
+against every member of its targets. The workflow (``workflow/rules``) is generic over
+these; it never names a dataset or an experiment.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+
+RAW_DIR = "data/raw"
+"""Named datasets of the mirror are converted once, for every config, below this folder."""
+
+
+@dataclass(frozen=True)
+class Member:
+    """One response matrix of a system: a network layer, a toy model, a recording session."""
+
+    system: str
+    name: str
+    kind: str
+    labels: dict = field(hash=False, compare=False)
+    store: str = ""
+    """The (stimulus, unit) store of its responses."""
+    inputs: tuple = ()
+    """Recordings: the file a job that reads the store depends on (the store, or the
+    dataset folder that holds it)."""
+    ground_truth: str | None = None
+    """Toy members: the store of the features they were shown."""
+
+    @property
+    def key(self) -> str:
+        return f"{self.system}.{self.name}"
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One scoring job of an experiment: two members (pairs) or a member and a target."""
+
+    experiment: str
+    a: Member
+    b: Member
+
+    @property
+    def key(self) -> str:
+        return f"{self.a.key}--{self.b.key}"
+
+
+class Plan:
+    """Paths and job parameters of a validated, default-filled config."""
+
+    def __init__(self, config: dict):
+        self.config = config
+        self.results = config["results_dir"].rstrip("/")
+        self.members = {name: self._expand(name) for name in config["systems"]}
+        self.experiments = {name: e for name, e in config["experiments"].items() if e["enabled"]}
+        self.comparisons = {name: self._comparisons(name, e) for name, e in self.experiments.items()}
+
+    # ----------------------------------------------------------------- members
+    def _expand(self, name: str) -> list[Member]:
+        system = self.config["systems"][name]
+        kind = system["kind"]
+        if kind == "network":
+            return [Member(name, layer, kind, {"system": name, "layer": layer},
+                           f"{self.results}/systems/{name}/{layer}.zarr")
+                    for layer in system["layers"]]
+        if kind == "toy_models":
+            return [Member(name, f"m{hidden}_seed{seed}", kind,
+                           {"system": name, "hidden": hidden, "seed": seed, "pair": seed // 2},
+                           f"{self.results}/systems/{name}/m{hidden}_seed{seed}.zarr",
+                           ground_truth=self.toy_features(system["stimuli"], seed // 2))
+                    for hidden in system["hidden_sizes"] for seed in range(2 * system["seed_pairs"])]
+        if "dataset" in system:
+            folder = f"{RAW_DIR}/{system['dataset']}"
+            return [Member(name, session, kind, {"target": system.get("label", name),
+                                                 "session": session},
+                           f"{folder}/{session}.zarr", (folder,))
+                    for session in system["sessions"]]
+        store = f"{self.results}/systems/{name}/responses.zarr"
+        return [Member(name, "responses", kind, {"target": system.get("label", name),
+                                                 "session": name}, store, (store,))]
+
+    def member(self, system: str, name: str) -> Member:
+        return next(m for m in self.members[system] if m.name == name)
+
+    def toy_features(self, stimuli: str, data_seed: int) -> str:
+        return f"{self.results}/stimuli/{stimuli}/seed{data_seed}.zarr"
+
+    def systems_of_kind(self, *kinds) -> list[str]:
+        return [n for n, s in self.config["systems"].items() if s["kind"] in kinds]
+
+    def used_members(self) -> list[Member]:
+        """Members some enabled experiment reads, in config order, once each."""
+        used = {}
+        for comparisons in self.comparisons.values():
+            for c in comparisons:
+                used[c.a.key], used[c.b.key] = c.a, c.b
+        return list(used.values())
+
+    # ----------------------------------------------------------------- comparisons
+    def _comparisons(self, name: str, experiment: dict) -> list[Comparison]:
+        if experiment["kind"] == "pairs":
+            members = [m for s in experiment["systems"] for m in self.members[s]]
+            match = experiment["match"]
+            groups = {}
+            for m in members:
+                groups.setdefault(tuple(m.labels.get(k) for k in match), []).append(m)
+            return [Comparison(name, a, b) for group in groups.values()
+                    for a, b in itertools.combinations(group, 2)]
+        return [Comparison(name, source, target)
+                for s in experiment["sources"] for source in self.members[s]
+                for t in experiment["targets"] for target in self.members[t]]
+
+    def comparison(self, experiment: str, key: str) -> Comparison:
+        return next(c for c in self.comparisons[experiment] if c.key == key)
+
+    def labels(self, c: Comparison) -> dict:
+        """Columns every score row of a comparison carries."""
+        if self.experiments[c.experiment]["kind"] == "pairs":
+            shared = {k: c.a.labels[k] for k in self.experiments[c.experiment]["match"]
+                      if k in c.a.labels}
+            return {**shared, "system_a": c.a.system, "member_a": c.a.name,
+                    "system_b": c.b.system, "member_b": c.b.name}
+        return {**c.a.labels, "source": c.a.key, **c.b.labels}
+
+    # ----------------------------------------------------------------- paths
+    def sae_files(self, experiment: str, m: Member) -> dict:
+        base = f"{self.results}/{experiment}/sae/{m.system}/{m.name}"
+        return {"sae": f"{base}.sae.pt", "random": f"{base}.random.pt",
+                "history": f"{base}.history.json"}
+
+    def latents(self, experiment: str, m: Member, encoder: str) -> str:
+        return f"{self.results}/{experiment}/latents/{m.system}/{m.name}.{encoder}.zarr"
+
+    def representations(self, experiment: str, m: Member) -> list[str]:
+        """Neurons, SAE latents and random-SAE latents of a member, in that order."""
+        return [m.store, self.latents(experiment, m, "sae"), self.latents(experiment, m, "random")]
+
+    def scores(self, c: Comparison) -> str:
+        return f"{self.results}/{c.experiment}/scores/{c.key}.csv"
+
+    def summary_files(self, experiment: str) -> dict:
+        base = f"{self.results}/{experiment}"
+        return {"table": f"{base}/alignment.csv", "summary": f"{base}/summary.csv",
+                "figure": f"{base}/figure.png"}
+
+    @property
+    def report(self) -> str:
+        return f"{self.results}/report.html"
+
+    def histories(self, experiment: str) -> list[str]:
+        return [self.sae_files(experiment, m)["history"] for m in self.sae_members(experiment)]
+
+    def sae_members(self, experiment: str) -> list[Member]:
+        """Members an experiment trains SAEs on (never the recordings), once each."""
+        seen = {}
+        for c in self.comparisons[experiment]:
+            for m in (c.a, c.b):
+                if m.kind != "recording":
+                    seen[m.key] = m
+        return list(seen.values())
+
+    def panel(self, experiment: str) -> str:
+        """The column that makes the figure's panels: a label, ``source`` when several sources."""
+        spec = self.experiments[experiment]
+        if spec["kind"] == "to_recordings" and len(spec["sources"]) > 1 and spec["panel"] == "layer":
+            return "source"
+        return spec["panel"]
+
+    # ----------------------------------------------------------------- job parameters
+    def stimuli_params(self, name: str) -> dict:
+        """What a job reads of a stimulus set: never a machine path (paths are inputs)."""
+        spec = self.config["stimuli"][name]
+        return {k: v for k, v in spec.items() if k not in ("path", "ids_csv")}
+
+    def stimuli_inputs(self, name: str) -> list[str]:
+        spec = self.config["stimuli"][name]
+        return [spec[k] for k in ("path", "ids_csv") if k in spec]
+
+    def network_params(self, m: Member) -> dict:
+        system = self.config["systems"][m.system]
+        layers = system["layers"]
+        layer = {m.name: layers[m.name]} if isinstance(layers, dict) else {m.name: None}
+        return {"model": system["model"], "layer": layer, "reduction": system["reduction"],
+                "batch_size": system["batch_size"], "stimuli": self.stimuli_params(system["stimuli"])}
+
+    def toy_params(self, system: str) -> dict:
+        """The toy training slice (no hidden sizes or seed counts: those are wildcards)."""
+        spec = self.config["systems"][system]
+        features = self.config["stimuli"][spec["stimuli"]]
+        return {"n_features": features["n_features"],
+                "feature_probability": features["feature_probability"],
+                "steps": spec["steps"], "batch_size": spec["batch_size"], "lr": spec["lr"]}
+
+    def recording_params(self, system: str) -> dict:
+        spec = self.config["systems"][system]
+        return {k: v for k, v in spec.items() if k not in ("path", "ids", "label", "kind")}
+
+    def recording_inputs(self, system: str) -> list[str]:
+        spec = self.config["systems"][system]
+        return [spec[k] for k in ("path", "ids") if k in spec]
+
+    def datasets(self) -> list[str]:
+        """Named datasets read by enabled experiments (their folders under ``data/raw``)."""
+        names = {self.config["systems"][m.system].get("dataset") for m in self.used_members()}
+        return sorted(n for n in names if n)
+
+
+def mirror_files(config: dict) -> list[str]:
+    """Relative paths of every mirror file the enabled experiments read, once each."""
+    from sparsealign.models import mirror_files as model_files
+    from sparsealign.recordings.datasets import dataset_files
+    from sparsealign.stimuli.images import session_image_files
+
+    plan = Plan(config)
+    needed = []
+    for m in plan.used_members():
+        system = config["systems"][m.system]
+        if m.kind == "network":
+            stimuli = config["stimuli"][system["stimuli"]]
+            if stimuli["kind"] == "image_sessions":
+                needed += session_image_files(stimuli["dataset"], stimuli["sessions"])
+            needed += model_files(system["model"])
+        elif m.kind == "recording" and "dataset" in system:
+            needed += dataset_files(system["dataset"], [m.name])
+    return list(dict.fromkeys(needed))
