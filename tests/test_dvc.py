@@ -33,7 +33,7 @@ def _sh(cmd, cwd, env):
 
 @pytest.mark.e2e
 def test_push_then_fresh_clone_pulls_and_recomputes_nothing(smoke_run, tmp_path):
-    from sparsealign.tracking import path_md5
+    from sparsealign.provenance import path_md5
 
     work, env, _ = smoke_run
     repo, remote, clone = tmp_path / "repo", tmp_path / "remote", tmp_path / "clone"

@@ -262,11 +262,11 @@ def headline_table(summary, group: str = "hidden") -> str:
 
 def job_runs(paths) -> dict:
     """file → (rule, MLflow run id) of the job whose logged output hash matches it now."""
-    from sparsealign import tracking
+    from sparsealign import provenance, tracking
 
     if not tracking.enabled() or not paths:
         return {}
-    wanted = {str(p): tracking.path_md5(p) for p in paths if Path(p).exists()}
+    wanted = {str(p): provenance.path_md5(p) for p in paths if Path(p).exists()}
     found = {}
     try:
         from mlflow.tracking import MlflowClient
@@ -320,8 +320,8 @@ def write_report(out, summaries, figures, histories=(), config=None) -> None:
 def _page(scratch: Path, summaries, figures, histories, config) -> str:
     import pandas as pd
 
-    from sparsealign.schema import config_sha
-    from sparsealign.tracking import git_state, parent_run_id
+    from sparsealign.provenance import config_sha, git_state
+    from sparsealign.tracking import parent_run_id
 
     sections = []
     for summary_path, figure in zip(summaries, figures):

@@ -21,19 +21,16 @@ Faults are handled where they start:
   :func:`end_parent` does the same for jobs of its own pipeline that died unreported.
 
 Everything goes through :class:`mlflow.tracking.MlflowClient` with batched calls; large
-outputs are logged by path and hash, never copied.
+outputs are logged by path and hash (:mod:`sparsealign.provenance`), never copied.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
-import json
 import os
 import random
 import socket
-import subprocess
 import time
 import urllib.error
 import urllib.parse
@@ -41,6 +38,7 @@ import urllib.request
 from pathlib import Path
 
 from sparsealign.errors import fail
+from sparsealign.provenance import flatten, git_state, path_md5
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
 DEFAULT_EXPERIMENT = "sparsealign"
@@ -222,51 +220,6 @@ def _check_sqlite(uri: str) -> None:
         first = str(exc).strip().splitlines()[0][:300]
         raise fail(db, f"MLflow cannot use this store ({first})",
                    f"a current schema (`mlflow db upgrade {uri}`)") from None
-
-
-# --------------------------------------------------------------------------- provenance
-def git_state() -> dict:
-    """``git_commit`` and ``git_dirty`` of the working tree (``unknown`` outside git)."""
-    def git(*args):
-        return subprocess.run(["git", *args], capture_output=True, text=True, check=True).stdout
-    try:
-        return {"git_commit": git("rev-parse", "HEAD").strip(),
-                "git_dirty": str(bool(git("status", "--porcelain", "--untracked-files=no").strip()))}
-    except (OSError, subprocess.CalledProcessError):
-        return {"git_commit": "unknown", "git_dirty": "unknown"}
-
-
-def path_md5(path) -> str:
-    """md5 of a file, or of a directory's sorted (relative path, file md5) listing."""
-    path = Path(path)
-    if path.is_file():
-        return file_md5(path)
-    digest = hashlib.md5()
-    # Snakemake drops an empty `.snakemake_timestamp` into directory outputs after the job.
-    for file in sorted(p for p in path.rglob("*") if p.is_file() and p.name != ".snakemake_timestamp"):
-        digest.update(f"{file.relative_to(path).as_posix()}:{file_md5(file)}\n".encode())
-    return digest.hexdigest()
-
-
-def file_md5(path: Path) -> str:
-    """md5 of a file's bytes, read in 1 MiB blocks."""
-    digest = hashlib.md5()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def flatten(tree: dict, prefix: str = "") -> dict:
-    """Nested config → ``{"a.b.c": "value"}`` strings, as MLflow params want."""
-    flat = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{name}."))
-        else:
-            flat[name] = json.dumps(value) if isinstance(value, (list, tuple)) else str(value)
-    return flat
 
 
 # --------------------------------------------------------------------------- liveness

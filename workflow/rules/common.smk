@@ -5,7 +5,7 @@ from pathlib import Path
 
 from sparsealign.config import validate_config
 from sparsealign.errors import SparsealignError
-from sparsealign.schema import config_sha
+from sparsealign.provenance import config_sha
 from sparsealign.stimuli.images import COWLEY_V4_SESSIONS
 
 # The interpreter that runs Snakemake runs the jobs, unless a profile says otherwise.
