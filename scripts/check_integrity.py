@@ -21,7 +21,7 @@ import json
 import sys
 from pathlib import Path
 
-from sparsealign.tracking import file_md5
+from sparsealign.provenance import file_md5, file_sha256
 
 CACHE = Path(".dvc/cache/files/md5")
 
@@ -133,14 +133,14 @@ def check_stores(roots) -> tuple[list[str], int]:
 
 def check_mirror(mirror: Path) -> tuple[list[str], int]:
     """Every file listed in the mirror's SHA256SUMS exists and matches."""
-    from sparsealign.stimuli.mirror import read_checksums, sha256_file
+    from sparsealign.stimuli.mirror import read_checksums
 
     problems, sums = [], read_checksums(mirror)
     for rel, digest in sorted(sums.items()):
         path = mirror / rel
         if not path.exists():
             problems.append(f"{path}: missing; expected the file listed in SHA256SUMS")
-        elif (actual := sha256_file(path)) != digest:
+        elif (actual := file_sha256(path)) != digest:
             problems.append(f"{path}: SHA-256 {actual[:16]}… differs from SHA256SUMS ({digest[:16]}…)")
     return problems, len(sums)
 

@@ -45,22 +45,17 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from sparsealign.tracking import file_md5
+from sparsealign.provenance import path_md5
 
 REPO = Path(__file__).resolve().parents[1]
 RUN_ID = re.compile(rb"\b[0-9a-f]{32}\b")
 
 
 def md5_path(path: Path) -> str:
-    """md5 of a file, or of a directory's (relative path, md5) listing without timestamp markers."""
-    if path.is_file():
-        if path.suffix == ".html":  # the report records the MLflow run id (provenance)
-            return hashlib.md5(RUN_ID.sub(b"<run id>", path.read_bytes())).hexdigest()
-        return file_md5(path)
-    digest = hashlib.md5()
-    for file in sorted(p for p in path.rglob("*") if p.is_file() and p.name != ".snakemake_timestamp"):
-        digest.update(f"{file.relative_to(path).as_posix()}:{file_md5(file)}\n".encode())
-    return digest.hexdigest()
+    """:func:`~sparsealign.provenance.path_md5`, with the report's MLflow run ids masked."""
+    if path.is_file() and path.suffix == ".html":  # the report records the run id (provenance)
+        return hashlib.md5(RUN_ID.sub(b"<run id>", path.read_bytes())).hexdigest()
+    return path_md5(path)
 
 
 def snapshot(dest: Path, configfile: str) -> str:

@@ -61,6 +61,7 @@ def test_reaper_fails_runs_of_dead_processes_and_spares_live_ones(store):
     from mlflow.tracking import MlflowClient
 
     from sparsealign import tracking
+    from sparsealign.tracking.client import open_client
 
     client = MlflowClient(tracking_uri=store)
     exp = client.create_experiment("sparsealign")
@@ -79,7 +80,7 @@ def test_reaper_fails_runs_of_dead_processes_and_spares_live_ones(store):
                                           "sparsealign.host": "another-host",
                                           "sparsealign.pid": "1"}).info.run_id
 
-    reaped = tracking.reap_orphans(tracking._client(), exp)
+    reaped = tracking.reap_orphans(open_client(), exp)
 
     assert set(reaped) == {killed, orphan, dead_job}
     runs = _runs(store)

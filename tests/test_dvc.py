@@ -34,7 +34,7 @@ def _sh(cmd, cwd, env):
 
 @pytest.mark.e2e
 def test_run_commit_push_then_fresh_clone_pulls_and_recomputes_nothing(smoke_run, tmp_path):
-    from sparsealign.tracking import path_md5
+    from sparsealign.provenance import path_md5
 
     work, env, _ = smoke_run
     env = {**env, "PATH": f"{Path(sys.executable).parent}:{env['PATH']}"}  # `sparsealign` itself

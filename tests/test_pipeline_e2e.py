@@ -2,6 +2,7 @@
 
 import re
 import subprocess
+import sys
 from collections import Counter
 
 import pandas as pd
@@ -92,3 +93,16 @@ def test_config_failing_the_schema_stops_before_any_job(tmp_path):
     assert errors[0].endswith("config/bad.yaml: config key systems.toy.hidden_sizes: 'eight' is not "
                               "of type 'array'; expected a config matching config.schema.yaml")
     assert not (work / "results").exists() and not (work / "mlruns").exists()
+
+
+@pytest.mark.e2e
+def test_report_command_rebuilds_summaries_and_report(smoke_run):
+    work, env, _ = smoke_run
+    report = work / "results-smoke" / "report.html"
+    report.unlink()
+    proc = subprocess.run([sys.executable, "-m", "sparsealign", "report", "--config", "config/smoke.yaml"],
+                          cwd=work, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Experiment: toy" in report.read_text()
+    jobs = _job_counts(proc.stdout + proc.stderr)
+    assert jobs == Counter({"summarise": 3, "report": 1})

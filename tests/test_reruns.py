@@ -66,7 +66,7 @@ def test_moving_the_mirror_or_the_checkout_reruns_nothing(smoke_run, tmp_path):
 
 @pytest.mark.e2e
 def test_a_wrong_mirror_is_refused_before_any_job_and_data_raw_stays(smoke_run, tmp_path):
-    from sparsealign.tracking import path_md5
+    from sparsealign.provenance import path_md5
 
     work, env, _ = smoke_run
     before = path_md5(work / "data" / "raw")

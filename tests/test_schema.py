@@ -17,7 +17,7 @@ def test_round_trip_keeps_values_ids_and_attrs(tmp_path, make_store, rng):
 
 
 def test_writes_are_byte_stable(tmp_path, make_store, rng):
-    from sparsealign.tracking import path_md5
+    from sparsealign.provenance import path_md5
 
     ds = make_store(rng.normal(size=(20, 3)))
     schema.save_store(ds, tmp_path / "a.zarr")

@@ -368,7 +368,7 @@ def _outputs(args) -> list[str]:
 
 def run(argv=None) -> int:
     from sparsealign import tracking
-    from sparsealign.schema import config_sha
+    from sparsealign.provenance import config_sha
 
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from sparsealign.atomic import write_text
 from sparsealign.errors import SparsealignError, fail
-from sparsealign.tracking import file_md5
+from sparsealign.provenance import file_md5
 
 RAW_DIR = Path("data/raw")
 DVC_CACHE = Path(".dvc/cache/files/md5")

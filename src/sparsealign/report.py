@@ -260,11 +260,11 @@ def headline_table(summary, group: str = "hidden") -> str:
 
 def job_runs(paths) -> dict:
     """file → (rule, MLflow run id) of the job whose logged output hash matches it now."""
-    from sparsealign import tracking
+    from sparsealign import provenance, tracking
 
     if not tracking.enabled() or not paths:
         return {}
-    wanted = {str(p): tracking.path_md5(p) for p in paths if Path(p).exists()}
+    wanted = {str(p): provenance.path_md5(p) for p in paths if Path(p).exists()}
     found = {}
     try:
         from mlflow.tracking import MlflowClient
@@ -314,7 +314,8 @@ def _page(scratch: Path, summaries, figures, histories, experiments, mirror_file
           config_sha) -> str:
     import pandas as pd
 
-    from sparsealign.tracking import git_state, parent_run_id
+    from sparsealign.provenance import git_state
+    from sparsealign.tracking import parent_run_id
 
     sections = []
     for summary_path, figure in zip(summaries, figures):

@@ -9,43 +9,20 @@ nothing time-dependent is written, so the same inputs give the same bytes.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import subprocess
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from sparsealign import __version__
 from sparsealign.atomic import atomic_path
 from sparsealign.errors import fail
+from sparsealign.provenance import config_sha, created_by
 
 KINDS = ("neurons", "sae_latents", "random_sae_latents", "recording", "ground_truth")
 REQUIRED_ATTRS = ("source", "layer", "kind", "created_by", "config_sha")
 DIMS = ("stimulus", "unit")
 DIMS_WITH_REPEATS = ("stimulus", "unit", "repeat")
 SPARSE_STORAGE = "topk_sparse"  # attr `latent_storage` of latents stored as indices/values
-
-
-def config_sha(obj) -> str:
-    """Short, stable hash of a JSON-able config slice (key order does not matter)."""
-    blob = json.dumps(obj, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
-
-
-def created_by() -> str:
-    """Package version plus the git commit of the working tree, if there is one."""
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short=12", "HEAD"],
-            capture_output=True, text=True, check=True,
-            cwd=Path(__file__).resolve().parent,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
-    return f"sparsealign {__version__} ({commit})"
 
 
 def make_store(values, stimulus_ids, unit_ids, *, source: str, layer: str, kind: str,

@@ -193,8 +193,7 @@ def checkpoint_for(sae_out, params: dict, activations) -> Path:
     A sidecar ``.key`` (config hash + activations md5) guards it: a checkpoint left by a
     different config or different activations is discarded, never resumed.
     """
-    from sparsealign.schema import config_sha
-    from sparsealign.tracking import path_md5
+    from sparsealign.provenance import config_sha, path_md5
 
     checkpoint, key_file = Path(f"{sae_out}.ckpt"), Path(f"{sae_out}.ckpt.key")
     key = f"{config_sha(params)} {path_md5(activations)}"

@@ -5,7 +5,7 @@ import sys
 from sparsealign.config import DEFAULT_CONFIG, load_config
 from sparsealign.errors import SparsealignError
 from sparsealign.plan import Plan
-from sparsealign.schema import config_sha
+from sparsealign.provenance import config_sha
 from sparsealign.stimuli.mirror import MIRROR_ENV, default_mirror_dir
 
 # The interpreter that runs Snakemake runs the jobs, unless a profile says otherwise.

@@ -1,6 +1,6 @@
 # Systems: anything that responds to stimuli. Each rule makes the (stimulus, unit) store
 # of one member: a toy model, a network layer, or a recording.
-from sparsealign.tracking import path_md5
+from sparsealign.provenance import path_md5
 
 
 def content_md5(paths):

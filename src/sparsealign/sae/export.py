@@ -62,7 +62,7 @@ def encode_to_store(sae, activations, out_path, sparse: bool, *, kind: str = "sa
     """
     import xarray as xr
 
-    from sparsealign import schema
+    from sparsealign import provenance, schema
 
     ds = activations if not isinstance(activations, (str, Path)) else schema.open_store(activations)
     name = str(activations) if isinstance(activations, (str, Path)) else "<activations>"
@@ -81,8 +81,8 @@ def encode_to_store(sae, activations, out_path, sparse: bool, *, kind: str = "sa
     width = max(i.shape[1] for i, _ in entries)
     indices = np.concatenate([_pad(i, width, -1) for i, _ in entries])
     values = np.concatenate([_pad(v, width, 0) for _, v in entries])
-    attrs.update(created_by=schema.created_by(), latent_storage=schema.SPARSE_STORAGE,
-                 config_sha=config if isinstance(config, str) else schema.config_sha(config))
+    attrs.update(created_by=provenance.created_by(), latent_storage=schema.SPARSE_STORAGE,
+                 config_sha=config if isinstance(config, str) else provenance.config_sha(config))
     out = xr.Dataset({"indices": (("stimulus", "slot"), indices),
                       "values": (("stimulus", "slot"), values)},
                      coords={"stimulus": ds["stimulus"].values.astype(object).astype(str),

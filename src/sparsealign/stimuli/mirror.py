@@ -7,11 +7,11 @@ uses before trusting a number from them.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
 from sparsealign.errors import fail
+from sparsealign.provenance import file_sha256
 
 MIRROR_ENV = "SPARSEALIGN_DATA_MIRROR"
 CHECKSUM_FILE = "SHA256SUMS"
@@ -44,15 +44,6 @@ def read_checksums(mirror_dir) -> dict[str, str]:
     return sums
 
 
-def sha256_file(path) -> str:
-    """Hex SHA-256 digest of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def verify_files(mirror_dir, relative_paths) -> dict[str, Path]:
     """Check files of the mirror against ``SHA256SUMS``; return relative path → absolute path.
 
@@ -72,7 +63,7 @@ def verify_files(mirror_dir, relative_paths) -> dict[str, Path]:
         if not path.is_file():
             raise fail(path, "missing from the data mirror",
                        f"the file listed in {CHECKSUM_FILE} (copy it from the original source)")
-        actual = sha256_file(path)
+        actual = file_sha256(path)
         if actual != sums[relative]:
             raise fail(path, f"SHA-256 {actual[:16]}… differs from {CHECKSUM_FILE} "
                              f"({sums[relative][:16]}…)",
