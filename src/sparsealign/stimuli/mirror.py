@@ -37,10 +37,12 @@ def read_checksums(mirror_dir) -> dict[str, str]:
     sums_path = Path(mirror_dir) / CHECKSUM_FILE
     if not sums_path.is_file():
         raise fail(sums_path, "no such file", "the mirror's checksum list (sha256sum format)")
+    data = sums_path.read_bytes()
     try:
-        text = sums_path.read_text(encoding="utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise fail(sums_path, f"not UTF-8 text ({exc.reason} at byte {exc.start})",
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise fail(f"{sums_path}:{line}", f"not UTF-8 text ({exc.reason})",
                    "the mirror's checksum list (sha256sum format)") from None
     sums = {}
     for number, line in enumerate(text.splitlines(), start=1):
