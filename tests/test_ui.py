@@ -90,7 +90,7 @@ def force_stop(ui: subprocess.Popen, groups=()) -> None:
 def test_ui_stops_with_every_process_it_started(tmp_path, signum):
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_DISABLE_TELEMETRY"}
     port, log = free_port(), tmp_path / "ui.log"
-    ui = start_ui(port, f"sqlite:///{tmp_path}/mlflow.db", tmp_path, env, log, ignore_sigint=True)
+    ui = start_ui(port, f"sqlite:///{tmp_path}/mlflow.db", None, env, log, ignore_sigint=True)
     groups = set()
     try:
         wait_for_health(f"http://127.0.0.1:{port}", ui, log)
