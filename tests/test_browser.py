@@ -4,17 +4,14 @@ Skipped (with the reason) only where Chromium or Playwright is missing. Screensh
 saved under test-artifacts/ at the repository root.
 """
 
-import os
 import shutil
 import signal
-import socket
 import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+
+from test_ui import force_stop, free_port, server_groups, start_ui, wait_for_health
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
@@ -35,34 +32,25 @@ def browser():
         instance.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def mlflow_ui(smoke_run):
+def mlflow_ui(smoke_run, tmp_path_factory):
     work, env, _ = smoke_run
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "sparsealign", "ui", "--port", str(port),
-         "--backend-store-uri", env["MLFLOW_TRACKING_URI"]],
-        cwd=work, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    port, log = free_port(), tmp_path_factory.mktemp("ui") / "ui.log"
+    ui = start_ui(port, env["MLFLOW_TRACKING_URI"], work, env, log)
+    groups = set()
     try:
-        for _ in range(120):
-            try:
-                urllib.request.urlopen(f"{url}/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("MLflow UI did not answer on /health within 60 s")
+        url = f"http://127.0.0.1:{port}"
+        wait_for_health(url, ui, log)
+        groups = server_groups(ui)
         yield url, env
     finally:
-        os.killpg(server.pid, signal.SIGINT)  # what Ctrl-C does: `ui` stops its server group
-        server.wait(timeout=30)
+        if ui.poll() is None:
+            ui.send_signal(signal.SIGINT)  # what Ctrl-C does: `ui` stops its server group
+            try:
+                ui.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                pass
+        force_stop(ui, groups)  # whatever happened above, no server is left behind
 
 
 def test_mlflow_runs_page_lists_parent_and_child_runs(browser, mlflow_ui):

@@ -16,9 +16,7 @@ def chunked_store(path, x, chunk_rows=100):
     ds = schema.make_store(x, [f"s{i}" for i in range(len(x))],
                            [f"fc/{j}" for j in range(x.shape[1])], source="toy", layer="fc",
                            kind="neurons")
-    ds.to_zarr(path, mode="w", zarr_format=3, consolidated=False,
-               encoding={"responses": {"chunks": (chunk_rows, x.shape[1])}})
-    return path
+    return schema.write_atomic(ds, path, {"responses": {"chunks": (chunk_rows, x.shape[1])}})
 
 
 @pytest.fixture

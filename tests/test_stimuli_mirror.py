@@ -47,3 +47,13 @@ def test_the_mirror_location_follows_the_environment(monkeypatch, tmp_path):
     assert default_mirror_dir() == tmp_path
     monkeypatch.delenv(MIRROR_ENV)
     assert default_mirror_dir().parts[-2:] == ("shared", "data")
+
+
+@pytest.mark.parametrize("line", ["just-one-field", "abc123  ./set/a.bin", f"{'g' * 64}  ./set/a.bin"])
+def test_a_malformed_checksum_line_names_the_file_and_line(mirror, line):
+    sums = mirror / "SHA256SUMS"
+    sums.write_text(sums.read_text() + f"\n{line}\n")
+    with pytest.raises(SparsealignError) as error:
+        verify_files(mirror, ["set/a.bin"])
+    assert str(error.value) == (f"{sums}:4: malformed line {line!r}; expected "
+                                "'<64 hex digits>  <relative path>' (sha256sum format)")

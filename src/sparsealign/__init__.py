@@ -6,4 +6,11 @@ Heavy dependencies are imported inside the functions that need them so that
 ``import sparsealign`` stays fast.
 """
 
+import os as _os
+
 __version__ = "0.1.0"
+
+# MLflow (3.x) records an installation id under ~/.config/mlflow and sends usage telemetry
+# to a remote host. Off for every sparsealign process and every process it starts (the
+# MLflow server, Snakemake jobs) unless the user set MLFLOW_DISABLE_TELEMETRY themselves.
+_os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")

@@ -196,38 +196,11 @@ def rebuild_report(args) -> int:
                                              "--", "report"]))
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def ui(args) -> int:
     """Start the MLflow UI on loopback over the project's store; Ctrl-C stops it and its workers."""
-    import os
-    import signal
-    import subprocess
+    from sparsealign.ui import serve
 
-    from sparsealign.tracking import tracking_uri
-
-    uri = args.backend_store_uri or tracking_uri()
-    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
-               "--host", "127.0.0.1", "--port", str(args.port), "--workers", "1"]
-    # Browsing runs needs no background job runner (it forks several huey workers).
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    process = subprocess.Popen(command, start_new_session=True, env=env)
-    # SIGTERM (kill, a test's teardown) stops the server group just as Ctrl-C does.
-    signal.signal(signal.SIGTERM, _interrupt)
-    print(f"MLflow UI: http://127.0.0.1:{args.port} (store {uri}); Ctrl-C to stop", flush=True)
-    try:
-        return process.wait()
-    except KeyboardInterrupt:
-        return 0
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)  # the server and every worker it forked
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+    return serve(args.port, args.backend_store_uri)
 
 
 # --------------------------------------------------------------------------- plumbing

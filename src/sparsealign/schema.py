@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from sparsealign.atomic import atomic_path
-from sparsealign.errors import fail
+from sparsealign.errors import SparsealignError, fail
 from sparsealign.provenance import config_sha, created_by
 
 KINDS = ("neurons", "sae_latents", "random_sae_latents", "recording", "ground_truth")
@@ -114,12 +114,19 @@ def write_atomic(ds, path, encoding: dict | None = None) -> Path:
         if name in out.coords:
             out[name] = out[name].astype(object)
     with atomic_path(path) as tmp:
-        out.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False, encoding=encoding or {})
+        # Every chunk is written, even one of fill values only: a missing chunk file then
+        # always means a broken store (see open_store).
+        out.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False, encoding=encoding or {},
+                    write_empty_chunks=True)
     return Path(path)
 
 
 def open_store(path, load: bool = True):
-    """Open and validate a store; ``load=False`` keeps it lazy (for large stores)."""
+    """Open and validate a store; ``load=False`` keeps it lazy (for large stores).
+
+    A broken store (missing or unreadable chunk files, bad metadata, ids that are not
+    strings) is one SparsealignError naming ``path``.
+    """
     import xarray as xr
 
     path = Path(path)
@@ -130,17 +137,41 @@ def open_store(path, load: bool = True):
             # Snakemake marks directory outputs with an empty `.snakemake_timestamp` file.
             warnings.filterwarnings("ignore", message=".*snakemake_timestamp.*")
             ds = xr.open_zarr(path, consolidated=False)
+            _check_chunks(path)
+        if ds.attrs.get("latent_storage") == SPARSE_STORAGE:
+            ds = _densify(ds.load(), path)
+        elif load:
+            ds = ds.load()
+        _check_string_ids(ds, path)
+        ds = validate(ds, path)  # reads every value, so a lazy store's chunks are read here too
+    except SparsealignError:
+        raise
     except Exception as exc:  # zarr raises many types for a broken store
         raise fail(path, f"not a readable Zarr store ({type(exc).__name__}: {exc})",
                    "a Zarr v3 store") from None
-    if ds.attrs.get("latent_storage") == SPARSE_STORAGE:
-        ds = _densify(ds.load(), path)
-    elif load:
-        ds = ds.load()
-    for name in ("stimulus", "unit"):
-        if name in ds.coords:  # Zarr returns numpy StringDType; downstream code wants <U
-            ds = ds.assign_coords({name: ds[name].values.astype(object).astype(str)})
-    return validate(ds, path)
+    for name in DIMS:  # Zarr returns numpy StringDType; downstream code wants <U
+        ds = ds.assign_coords({name: ds[name].values.astype(object).astype(str)})
+    return ds
+
+
+def _check_chunks(path) -> None:
+    """Every chunk file of every array is there: Zarr reads a missing one as fill values."""
+    import zarr
+
+    missing = [f"{name} ({array.nchunks - array.nchunks_initialized} of {array.nchunks})"
+               for name, array in zarr.open_group(path, mode="r").arrays()
+               if array.nchunks_initialized < array.nchunks]
+    if missing:
+        raise fail(path, f"chunk files missing: {', '.join(missing)}",
+                   "a complete store (write or copy it again)")
+
+
+def _check_string_ids(ds, path) -> None:
+    for dim in (d for d in DIMS if d in ds.coords):  # a missing coordinate is validate's to report
+        ids = ds[dim].values
+        if ids.dtype.kind not in "UTO" or not all(isinstance(i, str) for i in ids.tolist()):
+            kind = ids.dtype if ids.dtype.kind != "O" else "mixed objects"
+            raise fail(path, f"{dim} ids are {kind}, not strings", f"string ids on '{dim}'")
 
 
 def _densify(ds, path):

@@ -32,16 +32,39 @@ def default_mirror_dir(configured=None) -> Path:
 
 
 def read_checksums(mirror_dir) -> dict[str, str]:
-    """Map each relative path listed in ``<mirror_dir>/SHA256SUMS`` to its SHA-256 digest."""
+    """Map each relative path listed in ``<mirror_dir>/SHA256SUMS`` to its SHA-256 digest.
+
+    Raises
+    ------
+    SparsealignError
+        If the file is missing, or naming ``SHA256SUMS:<line>`` for a line that is not
+        ``<64 hex digits>  <path>``.
+    """
     sums_path = Path(mirror_dir) / CHECKSUM_FILE
     if not sums_path.is_file():
         raise fail(sums_path, "no such file", "the mirror's checksum list (sha256sum format)")
+    data = sums_path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise fail(f"{sums_path}:{line}", f"not UTF-8 text ({exc.reason})",
+                   "the mirror's checksum list (sha256sum format)") from None
     sums = {}
-    for line in sums_path.read_text().splitlines():
-        if line.strip():
-            digest, name = line.split(maxsplit=1)
-            sums[name.lstrip("*").removeprefix("./")] = digest.lower()
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        fields = line.split(maxsplit=1)
+        if len(fields) != 2 or not _is_sha256(fields[0]):
+            raise fail(f"{sums_path}:{number}", f"malformed line {line[:80]!r}",
+                       "'<64 hex digits>  <relative path>' (sha256sum format)")
+        digest, name = fields
+        sums[name.lstrip("*").removeprefix("./")] = digest.lower()
     return sums
+
+
+def _is_sha256(text: str) -> bool:
+    return len(text) == 64 and all(c in "0123456789abcdefABCDEF" for c in text)
 
 
 def verify_files(mirror_dir, relative_paths) -> dict[str, Path]:
