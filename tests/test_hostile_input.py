@@ -23,8 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 N_STIMULI = 20
 
 
-def run_cli(*args) -> subprocess.CompletedProcess:
-    env = {**os.environ, "SPARSEALIGN_TRACKING": "off"}
+def run_cli(*args, **env_vars) -> subprocess.CompletedProcess:
+    env = {**os.environ, "SPARSEALIGN_TRACKING": "off", **env_vars}
     return subprocess.run([sys.executable, "-m", "sparsealign", *map(str, args)],
                           capture_output=True, text=True, env=env)
 
@@ -152,23 +152,35 @@ def test_malformed_checksum_list_is_one_line(tmp_path, probe):
     mirror.mkdir()
     (mirror / "SHA256SUMS").write_bytes(content)
     out = tmp_path / "raw"
-    proc = run_cli("import-recordings", "--dataset", "cowley2023_v4", "--params",
-                   json.dumps({"mirror": str(mirror), "sessions": ["210325"]}), "--out", out)
+    proc = run_cli("import-dataset", "--dataset", "cowley2023_v4", "--out", out,
+                   SPARSEALIGN_DATA_MIRROR=str(mirror))
     assert_one_error_line(proc, message.format(sums=mirror / "SHA256SUMS"))
     assert not out.exists()
+    proc = run_cli("check", ROOT / "config" / "smoke.yaml", SPARSEALIGN_DATA_MIRROR=str(mirror))
+    assert_one_error_line(proc, message.format(sums=mirror / "SHA256SUMS"))
 
 
-# --- recording files (no stage reads them yet: the loader's error is the message) -------
+# --- recording files: the stage that imports a recording system -------------------------
 def test_nwb_without_the_named_column_is_one_line(tmp_path):
-    from sparsealign.recordings.nwb import load_nwb_spike_counts
-
     path = write_nwb(tmp_path / "session.nwb", SPIKES, SHOWN)
-    with pytest.raises(SparsealignError) as error:
-        load_nwb_spike_counts(path, stimulus_column="image_id")
-    assert str(error.value) == (
+    proc = run_cli("import-recording", "--params", json.dumps({"format": "nwb",
+                   "stimulus_column": "image_id"}), "--path", path, "--out", tmp_path / "rec.zarr")
+    assert_one_error_line(proc, (
         f"{path}: intervals table 'trials' has no column 'image_id' (columns: ['start_time', "
-        "'stop_time', 'stimulus_id']); expected a column naming the stimulus of each presentation")
+        "'stop_time', 'stimulus_id']); expected a column naming the stimulus of each presentation"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["session.nwb"]
+
+
+def test_npz_ids_that_do_not_match_the_array_is_one_line(tmp_path):
+    np.savez(tmp_path / "rec.npz", responses=np.ones((5, 30)))
+    (tmp_path / "ids.txt").write_text("\n".join(f"s{i}" for i in range(30)))
+    proc = run_cli("import-recording", "--params", json.dumps({"format": "npz"}),
+                   "--path", tmp_path / "rec.npz", "--ids", tmp_path / "ids.txt",
+                   "--out", tmp_path / "rec.zarr")
+    assert_one_error_line(proc, f"{tmp_path / 'rec.npz'}: 30 stimulus ids for an array of shape "
+                          "(5, 30) read as layout stimulus_unit (5 stimuli); expected one id per "
+                          "stimulus; if the first axis holds units, set layout: unit_stimulus")
+    assert not (tmp_path / "rec.zarr").exists()
 
 
 def test_stores_written_by_sparsealign_pass_every_probe(tmp_path):
