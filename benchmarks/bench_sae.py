@@ -63,10 +63,10 @@ def make_activations(n: int, d: int, seed: int) -> np.ndarray:
 def cached_activations(cache: Path, n: int, d: int) -> Path:
     path = cache / f"acts_{n}x{d}.npy"
     if not path.exists():
-        cache.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.stem}.tmp-{os.getpid()}.npy")
-        np.save(tmp, make_activations(n, d, seed=0))
-        os.replace(tmp, path)
+        from sparsealign.atomic import atomic_path
+
+        with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+            np.save(handle, make_activations(n, d, seed=0))
     return path
 
 

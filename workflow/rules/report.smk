@@ -7,7 +7,7 @@ rule summarise:
            (("table", "alignment.csv"), ("summary", "summary.csv"), ("figure", "figure.png"))},
     params:
         panel=lambda w: PLAN.panel(w.exp),
-        title=lambda w: config["experiments"][w.exp]["description"].split(":")[0] or w.exp,
+        title=lambda w: config["experiments"][w.exp]["title"] or w.exp,
         wildcards=wildcards_json,
     log:
         "logs/summarise/{exp}.log",

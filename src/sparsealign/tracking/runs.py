@@ -12,6 +12,7 @@ import socket
 import time
 from pathlib import Path
 
+from sparsealign.atomic import write_text
 from sparsealign.provenance import flatten, git_state, path_md5
 from sparsealign.tracking.client import DEFAULT_EXPERIMENT, enabled, ensure_experiment, open_client
 from sparsealign.tracking.preflight import preflight
@@ -47,8 +48,7 @@ def start_parent(config: dict, config_sha: str, experiment: str = DEFAULT_EXPERI
         JobRun(client, run_id).tags(tags)
     _log_params(client, run_id, flatten(config))
     os.environ[PARENT_ENV] = run_id
-    PARENT_RUN_FILE.parent.mkdir(parents=True, exist_ok=True)
-    PARENT_RUN_FILE.write_text(run_id)
+    write_text(PARENT_RUN_FILE, run_id)
     return run_id
 
 
