@@ -108,8 +108,14 @@ def test_check_reports_every_missing_mirror_file_and_bad_store(tmp_path, rng):
                           env={**os.environ, "SPARSEALIGN_TRACKING": "off", "SPARSEALIGN_DATA_MIRROR": str(mirror)})
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
-    # smoke needs one image zip, the session table, the averaged and the raw responses of
-    # one session and two compact models, plus the bad store
-    assert len(lines) == 7 and all(line.startswith("error: ") for line in lines)
-    assert sum("missing from the data mirror" in line for line in lines) == 6
+    # smoke needs two compact models and the whole V4 dataset (its import converts every
+    # session: the session table, 11 image zips, 11 response files, 1 file of raw trials),
+    # plus the bad store
+    from sparsealign.config import load_config
+    from sparsealign.plan import mirror_files
+
+    needed = mirror_files(load_config(root / "config" / "smoke.yaml"))
+    assert len(needed) == 2 + 1 + 11 + 11 + 1
+    assert len(lines) == len(needed) + 1 and all(line.startswith("error: ") for line in lines)
+    assert sum("missing from the data mirror" in line for line in lines) == len(needed)
     assert "bad.zarr" in lines[-1]

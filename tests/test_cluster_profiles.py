@@ -191,7 +191,7 @@ def test_launcher_opens_the_parent_first_and_the_pipeline_adopts_it(tmp_path):
     jobs = [r for r in runs if r.data.tags.get("sparsealign.role") == "job"]
     assert [p.info.status for p in parents] == ["FINISHED", "FAILED"]
     assert all(p.data.tags["sparsealign.launcher"] == "1" for p in parents)
-    assert parents[0].data.params["toy.steps"] == "200"  # onstart adopted it and logged the config
+    assert parents[0].data.params["systems.toy.steps"] == "200"  # onstart adopted it and logged the config
     assert [j.data.tags["mlflow.parentRunId"] for j in jobs] == [parents[0].info.run_id]
     assert jobs[0].info.status == "FINISHED"
 

@@ -54,11 +54,20 @@ def test_adding_to_the_config_runs_only_the_new_jobs(smoke_run, name, change, ex
 
 @pytest.mark.e2e
 def test_moving_the_mirror_or_the_checkout_reruns_nothing(smoke_run, tmp_path):
+    from sparsealign.provenance import path_md5
+
     work, env, _ = smoke_run
     mirror = tmp_path / "elsewhere" / "data"
     mirror.parent.mkdir()
     os.symlink(os.path.realpath(env["SPARSEALIGN_DATA_MIRROR"]), mirror)
-    assert _status(work, {**env, "SPARSEALIGN_DATA_MIRROR": str(mirror)}, "config/smoke.yaml") == Counter()
+    moved_mirror = {**env, "SPARSEALIGN_DATA_MIRROR": str(mirror)}
+    assert _status(work, moved_mirror, "config/smoke.yaml") == Counter()
+    before = path_md5(work / "data" / "raw")
+    proc = subprocess.run([sys.executable, "-m", "sparsealign", "run", "--config", "config/smoke.yaml",
+                           "--cores", "1"], cwd=work, env=moved_mirror, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+    assert path_md5(work / "data" / "raw") == before
     moved = tmp_path / "moved"
     shutil.copytree(work, moved, symlinks=True, ignore=shutil.ignore_patterns("mlruns"))
     assert _status(moved, env, "config/smoke.yaml") == Counter()

@@ -233,5 +233,6 @@ def mirror_files(config: dict) -> list[str]:
                 needed += session_image_files(stimuli["dataset"], stimuli["sessions"])
             needed += model_files(system["model"])
         elif m.kind == "recording" and "dataset" in system:
-            needed += dataset_files(system["dataset"], [m.name])
+            # The import converts the whole dataset: every file of it must be there.
+            needed += dataset_files(system["dataset"])
     return list(dict.fromkeys(needed))

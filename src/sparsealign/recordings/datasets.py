@@ -163,9 +163,11 @@ def nh2015_stores(mirror_dir, config: dict | str = "") -> dict:
 DATASETS = {"cowley2023_v4": cowley_v4_stores, "nh2015_natsounds": nh2015_stores}
 
 
-def dataset_files(name: str, members) -> list[str]:
-    """Relative mirror paths that the stores ``members`` of dataset ``name`` are made from."""
+def dataset_files(name: str, members=None) -> list[str]:
+    """Relative mirror paths that the stores ``members`` (default: all) of dataset ``name``
+    are made from."""
     if name == "cowley2023_v4":
+        members = COWLEY_V4_SESSIONS if members is None else members
         listed = read_checksums(default_mirror_dir())
         return [COWLEY_README] + [rel for s in members for k, rel in cowley_v4_files(s).items()
                                   if k != "raw" or rel in listed]
