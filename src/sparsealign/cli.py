@@ -397,14 +397,13 @@ def _snakemake(args, extra: list[str]) -> list[str]:
 
 def run_pipeline(args) -> int:
     """Run the pipeline (Snakemake) and say where the report is."""
-    import subprocess
-
     from sparsealign.config import load_config
+    from sparsealign.launcher import run_snakemake
 
     config = load_config(args.config)
     cores = [] if any(a.startswith(("--cores", "-c", "--jobs", "-j")) for a in args.snakemake_args) \
         else ["--cores", "all"]
-    code = subprocess.call(_snakemake(args, cores + args.snakemake_args))
+    code = run_snakemake(_snakemake(args, cores + args.snakemake_args))
     if code == 0:
         print(f"report: {Path(config['results_dir'], 'report.html').resolve()}")
     return code
