@@ -1,9 +1,10 @@
 """launcher.run_snakemake (behind `sparsealign run`) on a tiny Snakefile: a lock left by a
-killed run is cleared and its incomplete output recomputed by the same command; a live
-run, through sparsealign or a Snakemake started by hand, is refused in one line naming
-its pid, exit status 2."""
+killed run is cleared and its incomplete output recomputed by the same command (also when
+`dvc repro` runs it); a live run, through sparsealign or a Snakemake started by hand, is
+refused in one line naming its pid, exit status 2."""
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import time
 import pytest
 
 from conftest import ROOT, SNAKEMAKE
+from test_crash_integrity import DVC, _dvc_repo, _sh
 
 pytestmark = pytest.mark.crash
 
@@ -79,4 +81,23 @@ def test_a_live_run_is_refused_with_its_pid(work, capsys, holder):
     finally:
         (work / "go").touch()
         assert proc.wait(timeout=300) == 0  # the live run was left alone
+    assert (work / "out.txt").read_text() == "half\ndone\n"
+
+
+def test_a_killed_dvc_repro_is_recovered_by_dvc_repro(work):
+    _dvc_repo(work)
+    (work / "dvc.yaml").write_text(f"""stages:
+  pipeline:
+    cmd: {shlex.join(GUARDED + COMMAND)}
+    deps: [Snakefile]
+    outs:
+      - out.txt:
+          persist: true
+""")
+    proc = _start_until_job_runs(work, DVC + ["repro"])
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+    (work / "go").touch()
+    _sh(DVC + ["repro"], work)
     assert (work / "out.txt").read_text() == "half\ndone\n"
