@@ -45,7 +45,8 @@ def _start_until_job_runs(work, command):
     deadline = time.monotonic() + 300
     while not (work / "started").exists():
         if proc.poll() is not None or time.monotonic() > deadline:
-            os.killpg(proc.pid, signal.SIGKILL)
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
             raise AssertionError(f"the job never started: {proc.communicate()[1].decode()[-2000:]}")
         time.sleep(0.05)
     return proc
