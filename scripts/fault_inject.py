@@ -11,13 +11,14 @@
    run id it records as provenance masked) and the time each output was finished.
    ``--reference FILE`` reuses what a previous run saved instead.
 3. Chaos run, in another copy. ``--kills`` points are drawn uniformly over the clean run's
-   duration. For each, Snakemake (``--rerun-incomplete``) is started and SIGKILLed, with
-   all its jobs (their session: what a power cut or an OOM-killed session does), once it
-   has finished the outputs the clean run had finished by then and has run as long again
-   as the clean run had run past its last finished output: the kills land on the jobs in
-   flight at that point, startup and ``onstart`` included, and a kill never stops the
-   pipeline from progressing. After each kill: ``snakemake --unlock``. Then a last run
-   to the end.
+   duration. For each, the user's command (``sparsealign run --config …``, nothing added)
+   is started and SIGKILLed, with Snakemake and all its jobs (their session: what a power
+   cut or an OOM-killed session does), once it has finished the outputs the clean run had
+   finished by then and has run as long again as the clean run had run past its last
+   finished output: the kills land on the jobs in flight at that point, startup and
+   ``onstart`` included, and a kill never stops the pipeline from progressing. The next
+   start is the same command, with no manual step between (no ``--unlock``). Then a last
+   run to the end.
 4. After every kill, every declared output that exists and that Snakemake has not marked
    incomplete is one Snakemake would use as it is: it must equal the clean run's (else it
    counts as corrupted). At the end every output must equal the clean run's, no
@@ -88,14 +89,17 @@ class Pipeline:
         self.work, self.configfile, self.cores = work, configfile, cores
         self.env = environment(work, src)
         self.snakemake = [sys.executable, "-m", "snakemake", "--configfile", configfile]
+        # Exactly what the user types, to run and to recover.
+        self.command = [sys.executable, "-m", "sparsealign", "run", "--config", configfile,
+                        "--cores", str(cores)]
 
     def start(self, log: Path) -> subprocess.Popen:
         with open(log, "w") as handle:
-            return subprocess.Popen(self.snakemake + ["--cores", str(self.cores), "--rerun-incomplete"],
-                                    cwd=self.work, env=self.env, stdout=handle,
+            return subprocess.Popen(self.command, cwd=self.work, env=self.env, stdout=handle,
                                     stderr=subprocess.STDOUT, start_new_session=True)
 
     def call(self, *args) -> subprocess.CompletedProcess:
+        """A Snakemake query (``--summary``) that runs no job."""
         return subprocess.run(self.snakemake + list(args), cwd=self.work, env=self.env,
                               capture_output=True, text=True)
 
@@ -254,7 +258,6 @@ def chaos_run(args, scratch: Path, reference: dict, deadline: float) -> dict:
             after_kill = True
             where = " + ".join(sorted(set(stages))) or "startup/scheduling"
             figures["landed"][where] += 1
-            pipeline.call("--unlock")
             bad = check_survivors(pipeline, clean)
             figures["checks_after_kill"] += 1
             figures["corrupted"] += [f"after kill {figures['kills']}: {b}" for b in bad]
@@ -269,7 +272,6 @@ def chaos_run(args, scratch: Path, reference: dict, deadline: float) -> dict:
         figures["restart_failures"] += 1
         after_kill = False
         print(f"run {attempt} failed on its own ({proc.returncode}); see {log}", flush=True)
-        pipeline.call("--unlock")
     if not figures["completed_early"]:
         proc = pipeline.start(scratch / "chaos-final.log")
         code = proc.wait()
@@ -335,7 +337,7 @@ def main(argv=None) -> int:
         running = sum(n for (_, status, _), n in mlflow.items() if status == "RUNNING")
         lines = [
             f"fault injection: {args.configfile}, --cores {args.cores}, seed {args.seed}: SIGKILL to "
-            "Snakemake and all its jobs; recovery = snakemake --unlock, then --rerun-incomplete",
+            "sparsealign run, Snakemake and all its jobs; recovery = the same command again",
             f"clean run: {reference['seconds']:.0f} s, {outputs} declared outputs ({figures['files']} files)",
             f"kills: {figures['kills']}; landed during: "
             + "; ".join(f"{stage} ×{n}" for stage, n in figures["landed"].most_common()),

@@ -1,22 +1,26 @@
-"""SIGKILL the whole pipeline (Snakemake and its jobs, as a power cut would) in the middle
-of writing a Zarr store, then in the middle of SAE training; rerun; check the recovery.
+"""SIGKILL the whole pipeline (``sparsealign run``, Snakemake and its jobs, as a power cut
+would) in the middle of writing a Zarr store, then in the middle of SAE training, then in
+a late job; after each, rerun exactly the user's command; check the recovery.
 
-The run: the toy experiment of the smoke config (SAE trained for 40 epochs), ``--cores 4``
-on one SQLite MLflow store. A ``sitecustomize`` on the jobs' PYTHONPATH makes the kills
-land where intended, without changing any number: it slows Zarr writes into temporary
-stores (so a kill finds a half-written store), slows SAE steps and checkpoints every few
-steps (so a kill finds a checkpoint and training still running), and records the step
-each SAE training starts from.
+The run: ``sparsealign run --config config/c.yaml --cores 4``, the toy experiment of the
+smoke config (SAE trained for 40 epochs), on one SQLite MLflow store. Each kill waits for
+an observable event (a file appearing), never for a time. A ``sitecustomize`` on the
+jobs' PYTHONPATH makes the kills land where intended, without changing any number: it
+slows Zarr writes into temporary stores (so a kill finds a half-written store), slows SAE
+steps and checkpoints every few steps (so a kill finds a checkpoint and training still
+running), and records the step each SAE training starts from.
 
-    kill 1: a store half-written  → snakemake --unlock
-    kill 2: SAE training mid-way  → snakemake --unlock
-    run 3:  --rerun-incomplete, to the report
+    kill 1: a store half-written       (a `*.zarr.tmp-*` with its metadata)
+    kill 2: SAE training mid-way       (an SAE checkpoint)
+    kill 3: a late job                 (the first alignment table, `*.csv`)
+    run 4:  the same command, to the report
 """
 
 import json
 import os
 import signal
 import subprocess
+import sys
 import textwrap
 import time
 from pathlib import Path
@@ -26,7 +30,11 @@ import pytest
 from conftest import SNAKEMAKE, job_env, workdir
 from test_crash_integrity import toy_only_config
 
-pytestmark = pytest.mark.crash
+pytestmark = [pytest.mark.crash, pytest.mark.e2e]
+
+# Exactly what the user types, every time: no --unlock, no --rerun-incomplete.
+COMMAND = [sys.executable, "-m", "sparsealign", "run", "--config", "config/c.yaml", "--cores", "4"]
+RECOVERY_ERRORS = ("LockException", "IncompleteFilesException", "--unlock")
 
 FAULT_HOOKS = textwrap.dedent('''
     """Fault-injection hooks for tests: patch modules right after they are imported."""
@@ -91,17 +99,16 @@ FAULT_HOOKS = textwrap.dedent('''
 LOCK_ERRORS = ("database is locked", "OperationalError", "alembic", "duplicate column")
 
 
-def _start(work, env, log, *extra):
+def _start(work, env, log):
     handle = open(log, "w")
-    proc = subprocess.Popen(SNAKEMAKE + ["--cores", "4", "--configfile", "config/c.yaml", *extra],
-                            cwd=work, env=env, stdout=handle, stderr=subprocess.STDOUT,
+    proc = subprocess.Popen(COMMAND, cwd=work, env=env, stdout=handle, stderr=subprocess.STDOUT,
                             start_new_session=True)
     handle.close()
     return proc
 
 
 def _kill_all(proc) -> None:
-    """SIGKILL Snakemake and every job: they share the session it was started in."""
+    """SIGKILL sparsealign, Snakemake and every job: they share the session it was started in."""
     import psutil
 
     try:
@@ -161,8 +168,7 @@ def recovery(tmp_path_factory):
     seen["half_written"] = half
     seen["final_of_half"] = half.with_name(half.name.split(".tmp-")[0])
     seen["final_existed_after_kill1"] = seen["final_of_half"].exists()
-    subprocess.run(SNAKEMAKE + ["--unlock", "--configfile", "config/c.yaml"], cwd=work, env=env,
-                   check=True, capture_output=True)
+    seen["locked_after_kill1"] = any((work / ".snakemake" / "locks").glob("*"))
     plan = subprocess.run(SNAKEMAKE + ["-n", "--configfile", "config/c.yaml"], cwd=work, env=env,
                           capture_output=True, text=True)
     seen["plan_after_kill1"] = plan.stdout + plan.stderr
@@ -176,22 +182,28 @@ def recovery(tmp_path_factory):
     seen["checkpoint_steps"] = {str(p): _checkpoint_step(p) for p in sorted(results.rglob("*.sae.pt.ckpt"))}
     seen["sae_outputs_after_kill2"] = sorted(str(p) for p in results.rglob("*.sae.pt"))
     seen["first_checkpoints"] = checkpoints
-    subprocess.run(SNAKEMAKE + ["--unlock", "--configfile", "config/c.yaml"], cwd=work, env=env,
-                   check=True, capture_output=True)
     for old in trace.iterdir():
         old.unlink()
 
-    # Run 3: to the end.
-    proc = _start(work, env, tmp / "run3.log", "--rerun-incomplete")
+    # Kill 3: a late job, once the first alignment table is written.
+    proc = _start(work, env, tmp / "run3.log")
+    _wait_for(lambda: next(results.rglob("*.csv"), None), proc, tmp / "run3.log",
+              what="an alignment table")
+    _kill_all(proc)
+    seen["report_after_kill3"] = (results / "report.html").exists()
+
+    # Run 4: to the end.
+    proc = _start(work, env, tmp / "run4.log")
     seen["returncode"] = proc.wait(timeout=1200)
-    seen["run3_log"] = (tmp / "run3.log").read_text()
+    seen["run4_log"] = (tmp / "run4.log").read_text()
+    seen["rerun_logs"] = [(tmp / f"run{i}.log").read_text() for i in (2, 3, 4)]
     seen["trace"] = [json.loads(p.read_text()) for p in trace.iterdir()]
     client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
     experiment = client.get_experiment_by_name("sparsealign-c")
     seen["runs"] = client.search_runs([experiment.experiment_id], max_results=1000,
                                       order_by=["attributes.start_time ASC"])
     seen["logs"] = "\n".join(p.read_text(errors="replace") for p in
-                             [tmp / "run1.log", tmp / "run2.log", tmp / "run3.log",
+                             [*(tmp / f"run{i}.log" for i in (1, 2, 3, 4)),
                               *(work / "logs").rglob("*.log"), *(work / ".snakemake" / "log").glob("*")])
     return work, seen
 
@@ -200,7 +212,8 @@ def test_rerun_completes_and_every_store_is_valid(recovery):
     from sparsealign import schema
 
     work, seen = recovery
-    assert seen["returncode"] == 0, seen["run3_log"][-4000:]
+    assert seen["returncode"] == 0, seen["run4_log"][-4000:]
+    assert "report: " in seen["run4_log"]
     results = work / "results-c"
     assert (results / "report.html").exists()
     stores = sorted(results.rglob("*.zarr"))
@@ -212,11 +225,24 @@ def test_rerun_completes_and_every_store_is_valid(recovery):
     assert leftovers == []
 
 
+def test_the_same_command_recovers_with_no_manual_step(recovery):
+    _, seen = recovery
+    assert seen["locked_after_kill1"]  # a kill leaves Snakemake's lock behind
+    assert not seen["report_after_kill3"]
+    # Runs 2 and 3 reached their kill point (else the fixture fails), run 4 the end: each
+    # cleared the lock the killed run left, none stopped on a lock or an incomplete output.
+    for log in seen["rerun_logs"]:
+        assert "cleared the lock of a run that was killed" in log
+        for marker in RECOVERY_ERRORS:
+            assert marker not in log, marker
+
+
 def test_a_half_written_store_is_never_taken_as_complete(recovery):
     _, seen = recovery
     assert not seen["final_existed_after_kill1"]  # only the temporary copy existed
-    rule = {"features": "toy_data", "activations": "toy_model", "latents": "latents"}[
-        seen["final_of_half"].parent.name]
+    folders = seen["final_of_half"].parts
+    rule = next(rule for folder, rule in (("stimuli", "toy_features"), ("systems", "toy_model"),
+                                         ("latents", "latents")) if folder in folders)
     assert f"rule {rule}:" in seen["plan_after_kill1"]  # Snakemake recomputes it
     # The next run's onstart removed the dead writer's temporary copy.
     assert not seen["stale_after_run2_start"]
@@ -239,17 +265,17 @@ def test_killed_sae_training_resumes_from_its_last_checkpoint(recovery):
 def test_mlflow_marks_the_killed_runs_failed(recovery):
     _, seen = recovery
     parents = [r for r in seen["runs"] if r.data.tags.get("sparsealign.role") == "pipeline"]
-    assert [p.info.status for p in parents] == ["FAILED", "FAILED", "FINISHED"]
-    for killed in parents[:2]:
+    assert [p.info.status for p in parents] == ["FAILED", "FAILED", "FAILED", "FINISHED"]
+    for killed in parents[:-1]:
         assert "pipeline process gone" in killed.data.tags["sparsealign.reaped"]
     jobs_of = {p.info.run_id: [r for r in seen["runs"]
                                if r.data.tags.get("mlflow.parentRunId") == p.info.run_id]
                for p in parents}
-    killed_jobs = [j for p in parents[:2] for j in jobs_of[p.info.run_id] if j.info.status != "FINISHED"]
+    killed_jobs = [j for p in parents[:-1] for j in jobs_of[p.info.run_id] if j.info.status != "FINISHED"]
     assert killed_jobs and all(j.info.status == "FAILED" for j in killed_jobs)
     assert all("sparsealign.reaped" in j.data.tags for j in killed_jobs)
     assert "train_sae" in {j.data.tags["snakemake.rule"] for j in killed_jobs}
-    last = jobs_of[parents[2].info.run_id]
+    last = jobs_of[parents[-1].info.run_id]
     assert last and all(j.info.status == "FINISHED" for j in last)
     assert not [r for r in seen["runs"] if r.info.status == "RUNNING"]
 

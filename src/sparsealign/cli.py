@@ -150,11 +150,13 @@ PUBLISH = ("to publish this result: git add dvc.lock data/.gitignore && git comm
 
 
 def run_pipeline(args) -> int:
-    """Check the config and every file it needs, run the pipeline, say where the report is."""
-    import subprocess
+    """Check the config and every file it needs, run the pipeline, say where the report is.
 
+    A run killed earlier is recovered (its stale lock cleared, incomplete outputs redone);
+    a live concurrent run in this directory is refused (see ``launcher.run_snakemake``).
+    """
     from sparsealign.config import load_config
-    from sparsealign.launcher import DRY_FLAGS
+    from sparsealign.launcher import DRY_FLAGS, run_snakemake
     from sparsealign.preflight import config_problems
 
     problems = config_problems(args.config)
@@ -163,7 +165,7 @@ def run_pipeline(args) -> int:
     config = load_config(args.config)
     cores = [] if any(a.startswith(("--cores", "-c", "--jobs", "-j")) for a in args.snakemake_args) \
         else ["--cores", "all"]
-    code = subprocess.call(_snakemake(args, cores + args.snakemake_args))
+    code = run_snakemake(_snakemake(args, cores + args.snakemake_args))
     if code == 0 and not DRY_FLAGS & set(args.snakemake_args):
         print(f"report: {Path(config['results_dir'], 'report.html').resolve()}")
         print(PUBLISH)

@@ -1,5 +1,9 @@
 """What a pipeline does before its first job, and a launcher for executors that need it.
 
+:func:`run_snakemake` (what ``sparsealign run`` calls) makes a run the only one in its
+working directory and recovers from a killed one: rerunning the same command after a
+crash finishes the work, while a live concurrent run is refused.
+
 :func:`prepare_workspace` runs in Snakemake's ``onstart`` (through ``start_tracking`` in
 ``workflow/rules/common.smk``): it removes the temporary files that killed jobs left
 behind and checks the DVC-tracked raw inputs against their recorded md5 before any job
@@ -19,6 +23,7 @@ if Snakemake could not. SLURM needs no launcher (``sbatch --export=ALL``) but wo
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import json
 import os
@@ -26,6 +31,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from sparsealign.atomic import write_text
@@ -35,6 +41,8 @@ from sparsealign.provenance import file_md5
 RAW_DIR = Path("data/raw")
 DVC_CACHE = Path(".dvc/cache/files/md5")
 HASH_CACHE = Path(".snakemake/sparsealign_raw_md5.json")
+RUN_LOCK = Path(".snakemake/sparsealign.run.lock")
+SNAKEMAKE_LOCKS = Path(".snakemake/locks")
 # Temporary names of the atomic writes (schema.save_store, sae.save_sae, the trainer's
 # checkpoint): `<name>.tmp-<pid>` and `<name>.old-<pid>`.
 TEMP_NAME = re.compile(r"\.(?:tmp|old)-(\d+)$")
@@ -181,6 +189,98 @@ def _verify_dir(path: Path, expected: str, cache_dir: Path, cache: _HashCache, r
         raise fail(path, f"directory md5 {md5} differs from {expected}", restore)
 
 
+# --------------------------------------------------------------------------- one run at a time
+def run_snakemake(command: list[str]) -> int:
+    """Run ``command`` (Snakemake, or the launcher before it) as the only run in this directory.
+
+    The run holds an exclusive ``flock`` on :data:`RUN_LOCK` (its pid inside) while it
+    lives; the kernel drops it when the holder dies, even on SIGKILL. A second run that
+    finds it held is refused: one line naming the holder's pid, exit status 2. Holding it
+    proves that no other sparsealign run is alive, so Snakemake's lock, when one is left,
+    belongs to a killed run, unless a Snakemake started by hand works here: that one is
+    refused the same way; otherwise the stale lock is cleared (``--unlock``) and the outputs
+    that killed jobs left incomplete are recomputed (``--rerun-incomplete``). Commands
+    that run no job (:data:`DRY_FLAGS`) run as they are.
+    """
+    if DRY_FLAGS & set(command):
+        return _call(command)
+    RUN_LOCK.parent.mkdir(parents=True, exist_ok=True)
+    with open(RUN_LOCK, "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _refuse(RUN_LOCK, "another sparsealign run", _holder())
+        lock.truncate(0)
+        lock.write(f"{os.getpid()}\n")
+        lock.flush()
+        if SNAKEMAKE_LOCKS.is_dir() and any(SNAKEMAKE_LOCKS.iterdir()):
+            pid = _live_snakemake()
+            if pid is not None:
+                return _refuse(SNAKEMAKE_LOCKS, "a Snakemake run", pid)
+            unlock = subprocess.run(_with_flag(command, "--unlock"), capture_output=True, text=True)
+            if unlock.returncode:
+                sys.stderr.write(unlock.stdout + unlock.stderr)
+                return unlock.returncode
+            print(f"[sparsealign] {SNAKEMAKE_LOCKS}: cleared the lock of a run that was killed; "
+                  "its unfinished outputs are recomputed", file=sys.stderr, flush=True)
+        return _call(_with_flag(command, "--rerun-incomplete"))
+
+
+def _refuse(path: Path, who: str, pid) -> int:
+    print(f"error: {path}: {who} (pid {pid}) is using this working directory; "
+          "wait for it to end or stop it", file=sys.stderr)
+    return 2
+
+
+def _holder(wait_s: float = 2.0) -> str:
+    """The pid in :data:`RUN_LOCK` (its holder writes it just after taking the lock)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            pid = RUN_LOCK.read_text().strip()
+        except OSError:
+            pid = ""
+        if pid or time.monotonic() > deadline:
+            return pid or "unknown"
+        time.sleep(0.05)
+
+
+def _live_snakemake() -> int | None:
+    """pid of a live Snakemake process whose working directory is this one, if any."""
+    import psutil
+
+    here = os.getcwd()
+    for proc in psutil.process_iter(["cmdline", "cwd"]):
+        if proc.pid != os.getpid() and proc.info["cwd"] == here and \
+                any(Path(arg).name == "snakemake" for arg in proc.info["cmdline"] or []):
+            return proc.pid
+    return None
+
+
+def _with_flag(command: list[str], flag: str) -> list[str]:
+    """``command`` with ``flag`` right after its ``snakemake`` (before any target or ``--``)."""
+    if flag in command:
+        return list(command)
+    at = next((i + 1 for i, arg in enumerate(command) if Path(arg).name == "snakemake"), len(command))
+    return [*command[:at], flag, *command[at:]]
+
+
+def _call(command: list[str]) -> int:
+    """Run ``command`` and wait; SIGTERM is passed on to it.
+
+    SIGINT is ignored here while it runs: Ctrl-C reaches the whole foreground process
+    group, so Snakemake gets it itself and stops its jobs cleanly, once.
+    """
+    process = subprocess.Popen(command)
+    previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, lambda signum, _: process.send_signal(signum)),
+                signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN)}
+    try:
+        return process.wait()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 # --------------------------------------------------------------------------- launcher
 def _experiment_from(command: list[str]) -> str:
     """``mlflow_experiment`` of the config Snakemake will see (config.yaml + --configfile)."""
@@ -233,14 +333,7 @@ def main(argv=None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     os.environ[tracking.PARENT_ENV] = run_id
-    process = subprocess.Popen(command)
-
-    def forward(signum, _frame):
-        process.send_signal(signum)
-
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, forward)
-    code = process.wait()
+    code = _call(command)
     tracking.close_if_running(run_id, "FINISHED" if code == 0 else "FAILED")
     return code
 
