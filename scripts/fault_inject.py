@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import hashlib
 import json
 import os
 import random
@@ -50,13 +49,24 @@ from sparsealign.provenance import path_md5
 
 REPO = Path(__file__).resolve().parents[1]
 RUN_ID = re.compile(rb"\b[0-9a-f]{32}\b")
+# What names the run or the code version rather than the result: the report's MLflow run
+# ids and git state, and the commit in a store's `created_by` (a --clean-dir reference
+# may come from another checkout of the same code).
+REPORT_GIT = re.compile(rb"(git commit|git dirty)</th><td><code>[^<]*")
+CREATED_BY = re.compile(rb'("created_by": "sparsealign [^"(]*)\([^)"]*\)')
+
+
+def _mask(file: Path, data: bytes) -> bytes:
+    if file.suffix == ".html":
+        return REPORT_GIT.sub(rb"\1</th><td><code>", RUN_ID.sub(b"<run id>", data))
+    if file.name == "zarr.json":
+        return CREATED_BY.sub(rb"\1(<commit>)", data)
+    return data
 
 
 def md5_path(path: Path) -> str:
-    """:func:`~sparsealign.provenance.path_md5`, with the report's MLflow run ids masked."""
-    if path.is_file() and path.suffix == ".html":  # the report records the run id (provenance)
-        return hashlib.md5(RUN_ID.sub(b"<run id>", path.read_bytes())).hexdigest()
-    return path_md5(path)
+    """:func:`~sparsealign.provenance.path_md5`, with run ids and code versions masked."""
+    return path_md5(path, normalise=_mask)
 
 
 def snapshot(dest: Path, configfile: str) -> str:
@@ -221,6 +231,20 @@ def clean_run(args, scratch: Path) -> dict:
     return reference
 
 
+def reference_from(clean_dir: Path, args) -> dict:
+    """The reference of a pipeline already run to the end in ``clean_dir`` (a checkout),
+    timed from its first Snakemake log."""
+    pipeline = Pipeline(clean_dir, clean_dir / "src", args.configfile, args.cores)
+    logs = sorted((clean_dir / ".snakemake" / "log").glob("*.snakemake.log"))
+    if not logs:
+        raise SystemExit(f"{clean_dir}: no .snakemake/log/*.snakemake.log to time the run from")
+    start = time.mktime(time.strptime(logs[0].name.split(".")[0], "%Y-%m-%dT%H%M%S"))
+    outputs = pipeline.outputs()
+    finished = {o: finished_at(clean_dir / o) - start for o in outputs}
+    return {"configfile": args.configfile, "seconds": max(finished.values()),
+            "hashes": {o: md5_path(clean_dir / o) for o in outputs}, "finished_at": finished}
+
+
 def chaos_run(args, scratch: Path, reference: dict, deadline: float) -> dict:
     work = scratch / "chaos"
     configfile = snapshot(work, args.configfile)
@@ -315,6 +339,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--budget-s", type=float, default=4 * 3600, help="stop killing after this")
     parser.add_argument("--reference", help="clean_hashes.json from an earlier run (skips the clean run)")
+    parser.add_argument("--clean-dir", help="a checkout where the pipeline already ran to the end "
+                        "(e.g. the README's first command): its outputs are the reference")
     parser.add_argument("--scratch", help="folder for the copies (default: a new temporary folder)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder")
     args = parser.parse_args(argv)
@@ -326,6 +352,9 @@ def main(argv=None) -> int:
     try:
         if args.reference:
             reference = json.loads(Path(args.reference).read_text())
+        elif args.clean_dir:
+            reference = reference_from(Path(args.clean_dir).resolve(), args)
+            (scratch / "clean_hashes.json").write_text(json.dumps(reference, indent=1))
         else:
             reference = clean_run(args, scratch)
         figures = chaos_run(args, scratch, reference, started + args.budget_s)

@@ -176,8 +176,10 @@ def status(args) -> int:
     """What is done and what would run (a Snakemake dry run, summarised)."""
     import subprocess
 
-    proc = subprocess.run(_snakemake(args, ["--dry-run", "--quiet", "rules", "host", "reason"]
-                                     + args.snakemake_args), capture_output=True, text=True)
+    # Outputs a killed run left incomplete are what the next `run` recomputes: list them too.
+    proc = subprocess.run(_snakemake(args, ["--dry-run", "--rerun-incomplete", "--quiet", "rules",
+                                            "host", "reason"] + args.snakemake_args),
+                          capture_output=True, text=True)
     text = proc.stdout + proc.stderr
     if proc.returncode != 0:
         sys.stderr.write(text)

@@ -30,15 +30,25 @@ def _file_digest(path, algorithm: str) -> str:
         return hashlib.file_digest(handle, algorithm).hexdigest()
 
 
-def path_md5(path) -> str:
-    """md5 of a file, or of a directory's sorted (relative path, file md5) listing."""
+def path_md5(path, normalise=None) -> str:
+    """md5 of a file, or of a directory's sorted (relative path, file md5) listing.
+
+    ``normalise(file, bytes) -> bytes``, if given, rewrites each file's bytes before they
+    are hashed (to compare outputs while ignoring fields that name the code version).
+    """
     path = Path(path)
+
+    def md5(file: Path) -> str:
+        if normalise is None:
+            return file_md5(file)
+        return hashlib.md5(normalise(file, file.read_bytes())).hexdigest()
+
     if path.is_file():
-        return file_md5(path)
+        return md5(path)
     digest = hashlib.md5()
     # Snakemake drops an empty `.snakemake_timestamp` into directory outputs after the job.
     for file in sorted(p for p in path.rglob("*") if p.is_file() and p.name != ".snakemake_timestamp"):
-        digest.update(f"{file.relative_to(path).as_posix()}:{file_md5(file)}\n".encode())
+        digest.update(f"{file.relative_to(path).as_posix()}:{md5(file)}\n".encode())
     return digest.hexdigest()
 
 
