@@ -27,13 +27,13 @@ def write_study(work, n_images=48, n_neurons=12, seed=0):
     rng = np.random.default_rng(seed)
     (work / "my_images").mkdir()
     names = [f"scene_{i:03d}" for i in range(n_images)]
-    images = rng.integers(0, 256, size=(n_images, 16, 16, 3), dtype=np.uint8)
+    # Each image is one colour plus pixel noise; the neurons respond to that colour.
+    colours = rng.uniform(0, 255, size=(n_images, 1, 1, 3))
+    images = np.clip(colours + rng.normal(0, 8, size=(n_images, 16, 16, 3)), 0, 255).astype(np.uint8)
     for name, image in zip(names, images):
         Image.fromarray(image).save(work / "my_images" / f"{name}.png")
-    # Neurons respond to the mean colour of the image, plus noise, three repeats each.
-    drive = images.reshape(n_images, -1, 3).mean(axis=1) @ rng.normal(size=(3, n_neurons)) / 50
-    trials = drive[:, :, None] + 0.3 * rng.normal(size=(n_images, n_neurons, 3))
-    np.savez(work / "my_v1.npz", responses=trials)
+    drive = colours.reshape(n_images, 3) @ rng.normal(size=(3, n_neurons)) / 100
+    trials = drive[:, :, None] + 0.2 * rng.normal(size=(n_images, n_neurons, 3))
     # Ids listed in reverse order: matching is by id, never by position.
     order = np.arange(n_images)[::-1]
     np.savez(work / "my_v1.npz", responses=trials[order])

@@ -48,7 +48,8 @@ def _stage_toy_model(args, job):
 
 def _stage_extract(args, job):
     params = _params(args, "extract_job")
-    params["stimuli"] = _entry(params["stimuli"], "stimuli")
+    paths = {k: v for k, v in (("path", args.images), ("ids_csv", args.ids_csv)) if v}
+    _entry({**params["stimuli"], **paths}, "stimuli")  # the set's paths come as flags
     stages.extract(params, args.out, job, images=args.images, ids_csv=args.ids_csv)
 
 
