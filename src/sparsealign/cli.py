@@ -49,7 +49,8 @@ def _stage_toy_model(args, job):
 def _stage_extract(args, job):
     params = _params(args, "extract_job")
     paths = {k: v for k, v in (("path", args.images), ("ids_csv", args.ids_csv)) if v}
-    _entry({**params["stimuli"], **paths}, "stimuli")  # the set's paths come as flags
+    stimuli = _entry({**params["stimuli"], **paths}, "stimuli")  # its paths come as flags
+    params["stimuli"] = {k: v for k, v in stimuli.items() if k not in paths}
     stages.extract(params, args.out, job, images=args.images, ids_csv=args.ids_csv)
 
 
@@ -89,7 +90,7 @@ def _stage_summarise(args, job):
 
 
 def _stage_write_report(args, job):
-    stages.write_report(_json(args.params), args.summaries, args.figures, args.histories,
+    stages.write_report(_json(args.params) if args.params else {}, args.summaries, args.figures, args.histories,
                         args.out, job)
 
 

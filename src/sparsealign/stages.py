@@ -329,11 +329,16 @@ def summarise(params: dict, scores, table_out, summary_out, figure_out, job) -> 
 
 
 def write_report(params: dict, summaries, figures, histories, out, job) -> None:
-    """The self-contained HTML report of every experiment."""
+    """The self-contained HTML report of every experiment.
+
+    ``params``: ``experiments`` (name → ``description``, ``panel``), ``mirror_files`` (whose
+    checksums the report lists) and ``config_sha``; each may be missing.
+    """
     from sparsealign import report
 
     report.write_report(out, summaries=summaries, figures=figures, histories=histories,
-                        experiments=params["experiments"], mirror_files=params["mirror_files"],
-                        config_sha=params["config_sha"])
+                        experiments=params.get("experiments", {}),
+                        mirror_files=params.get("mirror_files", []),
+                        config_sha=params.get("config_sha", ""))
     job.artifact(out)
     print(f"report: {Path(out).resolve()}", flush=True)
