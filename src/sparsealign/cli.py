@@ -147,7 +147,7 @@ def _snakemake(args, extra: list[str]) -> list[str]:
     return command + extra
 
 
-PUBLISH = ("to publish this result: git add dvc.lock data/.gitignore && git commit -m 'results' "
+PUBLISH = ("to publish this result: git add dvc.lock && git commit -m 'results' "
            "&& dvc push && git push")
 
 
@@ -169,8 +169,8 @@ def run_pipeline(args) -> int:
         else ["--cores", "all"]
     code = run_snakemake(_snakemake(args, cores + args.snakemake_args))
     if code == 0 and not DRY_FLAGS & set(args.snakemake_args):
-        print(f"report: {Path(config['results_dir'], 'report.html').resolve()}")
         print(PUBLISH)
+        print(f"report: {Path(config['results_dir'], 'report.html').resolve()}")
     return code
 
 
