@@ -37,7 +37,8 @@ def test_run_commit_push_then_fresh_clone_pulls_and_recomputes_nothing(smoke_run
     from sparsealign.provenance import path_md5
 
     work, env, _ = smoke_run
-    env = {**env, "PATH": f"{Path(sys.executable).parent}:{env['PATH']}"}  # `sparsealign` itself
+    env = {**env, "PATH": f"{Path(sys.executable).parent}:{env['PATH']}",  # `sparsealign` itself
+           "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlruns/mlflow.db"}  # not the smoke run's
     repo, remote, clone = tmp_path / "repo", tmp_path / "remote", tmp_path / "clone"
     shutil.copytree(work, repo, ignore=shutil.ignore_patterns("mlruns", ".snakemake", "logs"))
     (repo / "dvc.yaml").write_text(DVC_YAML)

@@ -17,13 +17,14 @@ def mirror_problems(config: dict) -> list[str]:
     from sparsealign.stimuli.mirror import CHECKSUM_FILE, default_mirror_dir, verify_files
 
     mirror = default_mirror_dir(config.get("data_mirror"))
+    no_sums = [str(fail(mirror / CHECKSUM_FILE, "no such file",
+                        "the data mirror's checksum list (data_mirror / SPARSEALIGN_DATA_MIRROR)"))]
     try:
         needed = mirror_files(config)
-    except SparsealignError as exc:
-        return [str(exc)]
+    except SparsealignError as exc:  # listing a dataset's files reads the checksum list
+        return no_sums if not (mirror / CHECKSUM_FILE).is_file() else [str(exc)]
     if needed and not (mirror / CHECKSUM_FILE).is_file():
-        return [str(fail(mirror / CHECKSUM_FILE, "no such file",
-                         "the data mirror's checksum list (data_mirror / SPARSEALIGN_DATA_MIRROR)"))]
+        return no_sums
     problems = []
     for relative in needed:
         try:
