@@ -130,13 +130,8 @@ def _store_problems(paths) -> list[str]:
 
 
 # --------------------------------------------------------------------------- user commands
-# Snakemake reruns a job when its params, inputs, code or software change, never because
-# of a file's modification time: after `dvc pull` every mtime is arbitrary.
-RERUN_TRIGGERS = ["--rerun-triggers", "params", "input", "software-env", "code"]
-
-
 def _snakemake(args, extra: list[str]) -> list[str]:
-    command = [sys.executable, "-m", "snakemake", "--configfile", args.config, *RERUN_TRIGGERS]
+    command = [sys.executable, "-m", "snakemake", "--configfile", args.config]
     profile = getattr(args, "profile", None)
     if profile:
         command += ["--workflow-profile", f"workflow/profiles/{profile}"]
