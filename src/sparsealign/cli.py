@@ -172,15 +172,18 @@ def run_pipeline(args) -> int:
 
 
 def _adopt_pulled_outputs(args, config) -> int:
-    """Outputs with no Snakemake records (pulled by `dvc pull` into a fresh clone) are the
-    results DVC versioned: mark them up to date (`snakemake --touch`) rather than let their
-    arbitrary modification times rerun the pipeline."""
+    """Outputs in a checkout where Snakemake never ran (a fresh clone after `dvc pull`) are
+    the results DVC versioned: mark them up to date (`snakemake --touch`) rather than let
+    their arbitrary modification times rerun the pipeline.
+
+    Only when there is no ``.snakemake`` at all: after a killed run it exists (locks,
+    incomplete markers), and recovery, not adoption, is what the outputs need.
+    """
     from sparsealign.launcher import run_snakemake
 
-    records = Path(".snakemake/metadata")
-    if (records.is_dir() and any(records.iterdir())) or not Path(config["results_dir"]).exists():
+    if Path(".snakemake").exists() or not Path(config["results_dir"]).exists():
         return 0
-    print(f"[sparsealign] {config['results_dir']} has no Snakemake records (pulled by DVC?): "
+    print(f"[sparsealign] {config['results_dir']} was made elsewhere (pulled by DVC?): "
           "marking its outputs up to date", file=sys.stderr, flush=True)
     return run_snakemake(_snakemake(args, ["--touch", "--no-hooks", "--cores", "1", "--quiet"]))
 
