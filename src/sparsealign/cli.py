@@ -46,12 +46,22 @@ def _stage_toy_model(args, job):
                      args.features, args.model_out, args.out, job)
 
 
+def _stimuli_params(params: dict, images, ids_csv) -> dict:
+    """A stimuli entry of a job, validated with its paths (which come as flags)."""
+    paths = {k: v for k, v in (("path", images), ("ids_csv", ids_csv)) if v}
+    stimuli = _entry({**params, **paths}, "stimuli")
+    return {k: v for k, v in stimuli.items() if k not in paths}
+
+
 def _stage_extract(args, job):
     params = _params(args, "extract_job")
-    paths = {k: v for k, v in (("path", args.images), ("ids_csv", args.ids_csv)) if v}
-    stimuli = _entry({**params["stimuli"], **paths}, "stimuli")  # its paths come as flags
-    params["stimuli"] = {k: v for k, v in stimuli.items() if k not in paths}
-    stages.extract(params, args.out, job, images=args.images, ids_csv=args.ids_csv)
+    params["stimuli"] = _stimuli_params(params["stimuli"], args.images, args.ids_csv)
+    if "training_rows" in params:
+        rows = params["training_rows"]
+        rows["stimuli"] = _stimuli_params(rows["stimuli"], args.training_images,
+                                          args.training_ids_csv)
+    stages.extract(params, args.out, job, images=args.images, ids_csv=args.ids_csv,
+                   training_images=args.training_images, training_ids_csv=args.training_ids_csv)
 
 
 def _stage_import_dataset(args, job):
@@ -65,28 +75,44 @@ def _stage_import_recording(args, job):
 
 
 def _stage_train_sae(args, job):
-    stages.train_sae(_params(args, "sae"), args.activations, args.sae_out, args.random_out,
-                     args.history_out, job)
+    stages.train_sae(_params(args, "sae"), args.activations, args.seed, args.sae_out,
+                     args.random_out, args.history_out, job, rows=args.rows,
+                     heldout=args.heldout, sweep=args.sweep)
+
+
+def _stage_sae_sweep(args, job):
+    params = _params(args, "sae")
+    if not params.get("sweep"):
+        raise fail("--params", "no sweep block", "sweep: {k: [...], expansion: [...]}")
+    stages.sae_sweep(params, args.rows, args.heldout, args.out, job)
 
 
 def _stage_latents(args, job):
-    stages.latents(_params(args, "sae"), args.activations, args.sae, args.encoder, args.out, job)
+    stages.latents(_params(args, "sae"), args.activations, args.sae, args.encoder, args.out, job,
+                   heldout=args.heldout)
+
+
+def _representations(args, prefix: str) -> dict:
+    return {"neurons": getattr(args, f"{prefix}neurons"), "sae": getattr(args, f"{prefix}sae"),
+            "random": getattr(args, f"{prefix}random")}
 
 
 def _stage_align_pair(args, job):
-    stages.align_pair(_params(args, "alignment"), args.a, args.b, args.out, job,
+    stages.align_pair(_params(args, "alignment"), _representations(args, "a_"),
+                      _representations(args, "b_"), args.out, job,
                       labels=_json(args.labels) if args.labels else {}, features=args.features)
 
 
 def _stage_align_recording(args, job):
-    stages.align_recording(_params(args, "alignment"), args.source, args.recording, args.out,
-                           job, labels=_json(args.labels) if args.labels else {},
+    stages.align_recording(_params(args, "alignment"), _representations(args, ""), args.recording,
+                           args.out, job, labels=_json(args.labels) if args.labels else {},
                            target_label=args.target_label)
 
 
 def _stage_summarise(args, job):
     stages.summarise({"panel": args.panel, "title": args.title}, args.scores, args.table_out,
-                     args.summary_out, args.figure_out, job)
+                     args.summary_out, args.figure_out, job, histories=args.histories,
+                     quality_out=args.quality_out)
 
 
 def _stage_write_report(args, job):
@@ -227,7 +253,7 @@ def ui(args) -> int:
 STAGES = {
     "toy-data": _stage_toy_data, "toy-model": _stage_toy_model, "extract": _stage_extract,
     "import-dataset": _stage_import_dataset, "import-recording": _stage_import_recording,
-    "train-sae": _stage_train_sae, "latents": _stage_latents, "align-pair": _stage_align_pair,
+    "train-sae": _stage_train_sae, "sae-sweep": _stage_sae_sweep, "latents": _stage_latents, "align-pair": _stage_align_pair,
     "align-recording": _stage_align_recording, "summarise": _stage_summarise,
     "write-report": _stage_write_report,
 }
@@ -261,10 +287,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-out", required=True)
     p.add_argument("--out", required=True)
 
-    p = stage("extract", "activations of one layer of a network on a stimulus set",
-              "{model, layer: {name: module path or null}, reduction, batch_size, stimuli: {kind, …}}")
+    p = stage("extract", "activations of a network's layers on a stimulus set (+ SAE training rows)",
+              "{model, layers: {name: module path or null}, reduction, batch_size, stimuli: {kind, …},"
+              " training_rows: {stimuli, positions, flips, seed, dtype}}")
     p.add_argument("--images", help="image_folder stimuli: the folder or zip")
     p.add_argument("--ids-csv", help="image_folder stimuli: CSV of file,stimulus_id")
+    p.add_argument("--training-images", help="training rows' image_folder stimuli: the folder or zip")
+    p.add_argument("--training-ids-csv", help="training rows' image_folder stimuli: ids CSV")
     p.add_argument("--out", required=True)
 
     p = stage("import-dataset", "verify a named dataset of the data mirror and convert all of it")
@@ -277,30 +306,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ids", help="npz/npy: text file of stimulus ids")
     p.add_argument("--out", required=True)
 
-    p = stage("train-sae", "train an SAE (and its random control) on an activations store",
+    heldout_help = "a store whose stimuli the SAE never trains on and encodes (repeatable)"
+    p = stage("train-sae", "train an SAE (and its random control) on activations or training rows",
               "an experiment's sae block")
-    p.add_argument("--activations", required=True)
+    p.add_argument("--activations", required=True, help="the member's scoring store")
+    p.add_argument("--rows", help="a training-rows store (default: train on the scoring store)")
+    p.add_argument("--heldout", action="append", default=[], help=heldout_help)
+    p.add_argument("--sweep", help="a sae-sweep file: its chosen k and expansion")
+    p.add_argument("--seed", type=int, default=0, help="the SAE's seed")
     p.add_argument("--sae-out", required=True)
     p.add_argument("--random-out", required=True)
     p.add_argument("--history-out", required=True)
 
+    p = stage("sae-sweep", "choose k and expansion by reconstruction on held-out training rows",
+              "an experiment's sae block, with sweep")
+    p.add_argument("--rows", required=True, help="a training-rows store")
+    p.add_argument("--heldout", action="append", default=[], help=heldout_help)
+    p.add_argument("--out", required=True)
+
     p = stage("latents", "encode an activations store through an SAE", "an experiment's sae block")
     p.add_argument("--activations", required=True)
+    p.add_argument("--heldout", action="append", default=[], help="encode only these stores' stimuli")
     p.add_argument("--sae", required=True)
     p.add_argument("--encoder", choices=("sae", "random"), required=True)
     p.add_argument("--out", required=True)
 
+    def representation_flags(p, prefix: str, system: str):
+        p.add_argument(f"--{prefix}neurons", required=True, help=f"{system}: the neurons store")
+        p.add_argument(f"--{prefix}sae", action="append", required=True,
+                       help=f"{system}: SAE latents store of one seed (repeatable)")
+        p.add_argument(f"--{prefix}random", action="append", required=True,
+                       help=f"{system}: random-SAE latents of the same seed (repeatable, same order)")
+
     p = stage("align-pair", "score neurons/SAE/random-SAE comparisons between two systems",
               "an experiment's alignment block")
-    p.add_argument("--a", nargs=3, required=True, metavar=("NEURONS", "SAE", "RANDOM"))
-    p.add_argument("--b", nargs=3, required=True, metavar=("NEURONS", "SAE", "RANDOM"))
+    representation_flags(p, "a-", "system A")
+    representation_flags(p, "b-", "system B")
     p.add_argument("--features", help="ground-truth feature store (toy experiments)")
     p.add_argument("--labels", help="extra columns for every row, JSON")
     p.add_argument("--out", required=True)
 
     p = stage("align-recording", "score neurons/SAE/random-SAE latents of a layer against a recording",
               "an experiment's alignment block")
-    p.add_argument("--source", nargs=3, required=True, metavar=("NEURONS", "SAE", "RANDOM"))
+    representation_flags(p, "", "the source")
     p.add_argument("--recording", required=True, help="the recording store (trials beside it: "
                    "<name>_repeats.zarr add the noise ceiling)")
     p.add_argument("--target-label", default="target", help="name of the target in comparisons")
@@ -314,6 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--table-out", required=True)
     p.add_argument("--summary-out", required=True)
     p.add_argument("--figure-out", required=True)
+    p.add_argument("--histories", nargs="*", default=[], help="the experiment's SAE history files")
+    p.add_argument("--quality-out", help="table of every SAE's held-out FVU, L0, dead fraction")
 
     p = stage("write-report", "the self-contained HTML report (what the report rule calls)",
               "{experiments: {name: {description, panel}}, mirror_files, config_sha}")
@@ -344,8 +394,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _inputs(args) -> list[str]:
-    names = ("features", "activations", "sae", "a", "b", "source", "recording", "scores",
-             "summaries", "figures", "histories", "images", "ids_csv", "path", "ids")
+    names = ("features", "activations", "rows", "heldout", "sweep", "sae", "a_neurons", "a_sae",
+             "a_random", "b_neurons", "b_sae", "b_random", "neurons", "random", "recording", "scores", "summaries", "figures", "histories",
+             "images", "ids_csv", "training_images", "training_ids_csv", "path", "ids")
     paths = []
     for name in names:
         value = getattr(args, name, None)

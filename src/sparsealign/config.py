@@ -133,6 +133,9 @@ def _cross_problems(config: dict, source) -> list[str]:
         key = f"systems.{name}"
         if system["kind"] == "network":
             refer(f"{key}.stimuli", system["stimuli"], "stimuli", ("image_sessions", "image_folder"))
+            if "stimuli" in system.get("training_rows", {}):
+                refer(f"{key}.training_rows.stimuli", system["training_rows"]["stimuli"],
+                      "stimuli", ("image_sessions", "image_folder"))
         elif system["kind"] == "toy_models":
             refer(f"{key}.stimuli", system["stimuli"], "stimuli", ("toy_features",))
         elif system["kind"] == "recording":
@@ -154,6 +157,12 @@ def _cross_problems(config: dict, source) -> list[str]:
                 refer(f"{key}.{field}.{i}", system, "systems", models)
         for i, system in enumerate(experiment.get("targets", [])):
             refer(f"{key}.targets.{i}", system, "systems", ("recording",))
+        layers = {layer for s in experiment.get("sources", [])
+                  for layer in config["systems"].get(s, {}).get("layers", [])}
+        for i, member in enumerate(experiment.get("source_members", [])):
+            if member not in layers:
+                problem(f"{key}.source_members.{i}", f"no layer {member!r} in the sources",
+                        f"one of {sorted(layers)}")
         sae = experiment["sae"]
         if "expansion" not in sae and sae["k"] > sae["n_latents"]:
             problem(f"{key}.sae.k", f"k = {sae['k']} exceeds n_latents = {sae['n_latents']}",

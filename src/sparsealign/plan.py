@@ -11,6 +11,13 @@ A ``pairs`` experiment compares every two members of its systems that agree on i
 ``match`` labels; a ``to_recordings`` experiment scores every member of its sources
 against every member of its targets. The workflow (``workflow/rules``) is generic over
 these; it never names a dataset or an experiment.
+
+SAEs: each member an experiment reads gets one SAE per (held-out group, seed), plus its
+untrained control. A network with ``training_rows`` trains its SAEs on (image, position)
+rows; the stimuli a comparison scores (a recording session's images, or a pair's shared
+stimuli) are held out of the rows of the SAE that encodes them. A recording's sessions
+are dealt round-robin into ``sae.holdout_groups`` groups, one SAE per group. Members
+without rows (toy models) keep the ``train_fraction`` split of their own stimuli.
 """
 
 from __future__ import annotations
@@ -38,10 +45,24 @@ class Member:
     dataset folder that holds it)."""
     ground_truth: str | None = None
     """Toy members: the store of the features they were shown."""
+    rows: str = ""
+    """Networks with ``training_rows``: the store of SAE training rows of this layer."""
 
     @property
     def key(self) -> str:
         return f"{self.system}.{self.name}"
+
+
+@dataclass(frozen=True)
+class SaeRun:
+    """One SAE of a member: the group of scored stimuli it never trains on, and its seed."""
+
+    group: int
+    seed: int
+
+    @property
+    def tag(self) -> str:
+        return f"g{self.group}.s{self.seed}"
 
 
 @dataclass(frozen=True)
@@ -51,6 +72,8 @@ class Comparison:
     experiment: str
     a: Member
     b: Member
+    group: int = 0
+    """The held-out group whose SAEs encode the scored stimuli."""
 
     @property
     def key(self) -> str:
@@ -72,15 +95,18 @@ class Plan:
         system = self.config["systems"][name]
         kind = system["kind"]
         if kind == "network":
+            # One job extracts every layer (one forward pass): its folder is the input.
+            folder = self.network_dir(name)
             return [Member(name, layer, kind, {"system": name, "layer": layer},
-                           f"{self.results}/systems/{name}/{layer}.zarr")
+                           f"{folder}/{layer}.zarr", (folder,),
+                           rows=f"{folder}/{layer}.rows.zarr" if "training_rows" in system else "")
                     for layer in system["layers"]]
         if kind == "toy_models":
             return [Member(name, f"m{hidden}_seed{seed}", kind,
                            {"system": name, "hidden": hidden, "seed": seed, "pair": seed // 2},
-                           f"{self.results}/systems/{name}/m{hidden}_seed{seed}.zarr",
-                           ground_truth=self.toy_features(system["stimuli"], seed // 2))
-                    for hidden in system["hidden_sizes"] for seed in range(2 * system["seed_pairs"])]
+                           store, (store,), ground_truth=self.toy_features(system["stimuli"], seed // 2))
+                    for hidden in system["hidden_sizes"] for seed in range(2 * system["seed_pairs"])
+                    for store in [f"{self.results}/systems/{name}/m{hidden}_seed{seed}.zarr"]]
         if "dataset" in system:
             folder = f"{RAW_DIR}/{system['dataset']}"
             return [Member(name, session, kind, {"target": system.get("label", name),
@@ -90,6 +116,9 @@ class Plan:
         store = f"{self.results}/systems/{name}/responses.zarr"
         return [Member(name, "responses", kind, {"target": system.get("label", name),
                                                  "session": name}, store, (store,))]
+
+    def network_dir(self, system: str) -> str:
+        return f"{self.results}/systems/{system}"
 
     def member(self, system: str, name: str) -> Member:
         return next(m for m in self.members[system] if m.name == name)
@@ -118,9 +147,21 @@ class Plan:
                 groups.setdefault(tuple(m.labels.get(k) for k in match), []).append(m)
             return [Comparison(name, a, b) for group in groups.values()
                     for a, b in itertools.combinations(group, 2)]
-        return [Comparison(name, source, target)
-                for s in experiment["sources"] for source in self.members[s]
-                for t in experiment["targets"] for target in self.members[t]]
+        targets = [m for t in experiment["targets"] for m in self.members[t]]
+        n_groups = self._n_groups(experiment, len(targets))
+        return [Comparison(name, source, target, i % n_groups)
+                for s in experiment["sources"] for source in self._sources(experiment, s)
+                for i, target in enumerate(targets)]
+
+    def _sources(self, experiment: dict, system: str) -> list[Member]:
+        only = experiment.get("source_members")
+        return [m for m in self.members[system] if not only or m.name in only]
+
+    @staticmethod
+    def _n_groups(experiment: dict, n_targets: int) -> int:
+        if experiment["kind"] != "to_recordings" or not experiment["sae"]["holdout"]:
+            return 1
+        return max(1, min(experiment["sae"]["holdout_groups"], n_targets))
 
     def comparison(self, experiment: str, key: str) -> Comparison:
         return next(c for c in self.comparisons[experiment] if c.key == key)
@@ -135,17 +176,51 @@ class Plan:
         return {**c.a.labels, "source": c.a.key, **c.b.labels}
 
     # ----------------------------------------------------------------- paths
-    def sae_files(self, experiment: str, m: Member) -> dict:
-        base = f"{self.results}/{experiment}/sae/{m.system}/{m.name}"
+    def sae_runs(self, experiment: str, m: Member, group: int | None = None) -> list[SaeRun]:
+        """The SAEs of a member: one per held-out group (or only ``group``) and seed."""
+        groups = sorted({c.group for c in self.comparisons[experiment] if m in (c.a, c.b)})
+        seeds = self.experiments[experiment]["sae"]["seeds"]
+        return [SaeRun(g, s) for g in groups if group is None or g == group for s in seeds]
+
+    def heldout(self, experiment: str, m: Member, group: int) -> list[str]:
+        """Stores whose stimuli the member's SAEs of ``group`` never train on, and encode.
+
+        Empty for a member without training rows: its SAE trains on the ``train_fraction``
+        split of its own stimuli and encodes the rest.
+        """
+        if not m.rows:
+            return []
+        scored = [c.b.store if c.a == m else c.a.store for c in self.comparisons[experiment]
+                  if m in (c.a, c.b) and c.group == group]
+        if self.experiments[experiment]["kind"] == "pairs":
+            scored = [m.store]  # a pair is scored on the stimuli its two members share
+        return list(dict.fromkeys(scored))
+
+    def heldout_inputs(self, experiment: str, m: Member, group: int) -> list[str]:
+        stores = set(self.heldout(experiment, m, group))
+        return list(dict.fromkeys(i for c in self.comparisons[experiment] for x in (c.a, c.b)
+                                  if x.store in stores for i in x.inputs))
+
+    def sae_files(self, experiment: str, m: Member, run: SaeRun) -> dict:
+        base = f"{self.results}/{experiment}/sae/{m.system}/{m.name}.{run.tag}"
         return {"sae": f"{base}.sae.pt", "random": f"{base}.random.pt",
                 "history": f"{base}.history.json"}
 
-    def latents(self, experiment: str, m: Member, encoder: str) -> str:
-        return f"{self.results}/{experiment}/latents/{m.system}/{m.name}.{encoder}.zarr"
+    def sweep_file(self, experiment: str, m: Member) -> str | None:
+        """The member's SAE settings sweep (networks with training rows, when configured)."""
+        if not (m.rows and self.experiments[experiment]["sae"].get("sweep")):
+            return None
+        return f"{self.results}/{experiment}/sae/{m.system}/{m.name}.sweep.json"
 
-    def representations(self, experiment: str, m: Member) -> list[str]:
-        """Neurons, SAE latents and random-SAE latents of a member, in that order."""
-        return [m.store, self.latents(experiment, m, "sae"), self.latents(experiment, m, "random")]
+    def latents(self, experiment: str, m: Member, run: SaeRun, encoder: str) -> str:
+        return f"{self.results}/{experiment}/latents/{m.system}/{m.name}.{run.tag}.{encoder}.zarr"
+
+    def representations(self, experiment: str, m: Member, group: int) -> dict:
+        """A member's neurons (one store) and the SAE / random-SAE latents of each seed."""
+        runs = self.sae_runs(experiment, m, group)
+        return {"neurons": m.store,
+                "sae": [self.latents(experiment, m, r, "sae") for r in runs],
+                "random": [self.latents(experiment, m, r, "random") for r in runs]}
 
     def scores(self, c: Comparison) -> str:
         return f"{self.results}/{c.experiment}/scores/{c.key}.csv"
@@ -153,14 +228,15 @@ class Plan:
     def summary_files(self, experiment: str) -> dict:
         base = f"{self.results}/{experiment}"
         return {"table": f"{base}/alignment.csv", "summary": f"{base}/summary.csv",
-                "figure": f"{base}/figure.png"}
+                "figure": f"{base}/figure.png", "quality": f"{base}/sae_quality.csv"}
 
     @property
     def report(self) -> str:
         return f"{self.results}/report.html"
 
     def histories(self, experiment: str) -> list[str]:
-        return [self.sae_files(experiment, m)["history"] for m in self.sae_members(experiment)]
+        return [self.sae_files(experiment, m, r)["history"] for m in self.sae_members(experiment)
+                for r in self.sae_runs(experiment, m)]
 
     def sae_members(self, experiment: str) -> list[Member]:
         """Members an experiment trains SAEs on (never the recordings), once each."""
@@ -188,12 +264,24 @@ class Plan:
         spec = self.config["stimuli"][name]
         return [spec[k] for k in ("path", "ids_csv") if k in spec]
 
-    def network_params(self, m: Member) -> dict:
-        system = self.config["systems"][m.system]
-        layers = system["layers"]
-        layer = {m.name: layers[m.name]} if isinstance(layers, dict) else {m.name: None}
-        return {"model": system["model"], "layer": layer, "reduction": system["reduction"],
-                "batch_size": system["batch_size"], "stimuli": self.stimuli_params(system["stimuli"])}
+    def network_params(self, system: str) -> dict:
+        """What the extraction job of a network reads: every layer, in one forward pass."""
+        spec = self.config["systems"][system]
+        layers = spec["layers"]
+        layers = dict(layers) if isinstance(layers, dict) else {name: None for name in layers}
+        params = {"model": spec["model"], "layers": layers, "reduction": spec["reduction"],
+                  "batch_size": spec["batch_size"], "stimuli": self.stimuli_params(spec["stimuli"])}
+        if "training_rows" in spec:
+            rows = dict(spec["training_rows"])
+            rows["stimuli"] = self.stimuli_params(rows.get("stimuli", spec["stimuli"]))
+            params["training_rows"] = rows
+        return params
+
+    def network_stimuli(self, system: str) -> list[str]:
+        """Names of the stimulus sets a network's extraction shows it (scoring, training)."""
+        spec = self.config["systems"][system]
+        return list(dict.fromkeys([spec["stimuli"], spec.get("training_rows", {}).get(
+            "stimuli", spec["stimuli"])]))
 
     def toy_params(self, system: str) -> dict:
         """The toy training slice (no hidden sizes or seed counts: those are wildcards)."""
@@ -228,9 +316,10 @@ def mirror_files(config: dict) -> list[str]:
     for m in plan.used_members():
         system = config["systems"][m.system]
         if m.kind == "network":
-            stimuli = config["stimuli"][system["stimuli"]]
-            if stimuli["kind"] == "image_sessions":
-                needed += session_image_files(stimuli["dataset"], stimuli["sessions"])
+            for name in plan.network_stimuli(m.system):
+                stimuli = config["stimuli"][name]
+                if stimuli["kind"] == "image_sessions":
+                    needed += session_image_files(stimuli["dataset"], stimuli["sessions"])
             needed += model_files(system["model"])
         elif m.kind == "recording" and "dataset" in system:
             # The import converts the whole dataset: every file of it must be there.

@@ -29,6 +29,11 @@ def metric_title(metric: str) -> str:
 RECOVERY_TITLES = {"best_corr": "Ground truth: best corr / feature", "mcc": "Ground truth: MCC"}
 
 
+def is_contrast(comparison: str) -> bool:
+    """A paired difference row (``SAE − Neuron`` …), not a score."""
+    return "−" in comparison
+
+
 def baseline_of(comparison: str) -> str:
     """The neuron baseline of a comparison: every SAE side replaced by neurons.
 
@@ -65,16 +70,42 @@ def summarise_over_pairs(table, group: str = "hidden"):
             means = both.groupby([group, "metric", "comparison"], sort=False)[column].mean()
             summary[column] = [means.get(key, np.nan) for key in
                                zip(summary[group], summary["metric"], summary["comparison"])]
+    if "draws" in both.columns:
+        summary = summary.join(_intervals(both, group), on=[group, "metric", "comparison"])
     return summary
 
 
+def _intervals(rows, group: str):
+    """The paired-bootstrap interval of each summary cell: the rows' bootstrap draws
+    averaged index by index (sessions or pairs resampled independently), its percentile
+    interval, and for contrasts (``SAE − …`` rows) the verdict."""
+    import pandas as pd
+
+    from sparsealign.align.bootstrap import aggregate, interval, verdict
+
+    out = {}
+    for key, part in rows[rows["draws"].notna()].groupby([group, "metric", "comparison"], sort=False):
+        draws = aggregate([np.asarray(json.loads(d), dtype=float) for d in part["draws"]])
+        level = float(part["ci_level"].iloc[0]) if "ci_level" in part else 0.95
+        low, high = interval(draws, level)
+        contrast = "verdict" in part and part["verdict"].notna().any()
+        out[key] = {"ci_low": low, "ci_high": high,
+                    "verdict": verdict(low, high) if contrast else ""}
+    frame = pd.DataFrame.from_dict(out, orient="index")
+    frame.index = pd.MultiIndex.from_tuples(frame.index, names=[group, "metric", "comparison"])
+    return frame
+
+
 def paper_figure(summary, out, panel: str = "hidden", title: str = "") -> None:
-    """Bars per comparison (mean ± SEM over pairs), one row per metric, one column per panel."""
+    """Bars per comparison (mean over pairs/sessions with its 95 % bootstrap interval, or
+    ± SEM without one), one row per metric, one column per panel; contrasts are left to
+    the tables."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    summary = summary[~summary["comparison"].map(is_contrast)]
     metrics = list(dict.fromkeys(summary["metric"]))
     panels = sorted(dict.fromkeys(summary[panel]), key=_natural)
     fig, axes = plt.subplots(len(metrics), len(panels), squeeze=False,
@@ -84,7 +115,7 @@ def paper_figure(summary, out, panel: str = "hidden", title: str = "") -> None:
             ax = axes[row][col]
             part = summary[(summary["metric"] == metric) & (summary[panel] == value)]
             x = np.arange(len(part))
-            ax.bar(x, part["mean"], yerr=part["sem"].fillna(0), capsize=3,
+            ax.bar(x, part["mean"], yerr=error_bars(part), capsize=3,
                    color=[_colour(c) for c in part["comparison"]])
             for xi, (_, r) in zip(x, part.iterrows()):
                 if r["comparison"] != r["baseline"] and np.isfinite(r["gain"]):
@@ -105,6 +136,17 @@ def paper_figure(summary, out, panel: str = "hidden", title: str = "") -> None:
     with atomic_path(out) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
+
+
+def error_bars(part):
+    """(2, n) error bars: the 95 % bootstrap interval where the rows carry one, else ± SEM."""
+    sem = part["sem"].fillna(0).to_numpy()
+    low, high = sem.copy(), sem.copy()
+    if "ci_low" in part:
+        has = np.isfinite(part["ci_low"].to_numpy(dtype=float))
+        low[has] = (part["mean"] - part["ci_low"]).to_numpy(dtype=float)[has]
+        high[has] = (part["ci_high"] - part["mean"]).to_numpy(dtype=float)[has]
+    return np.vstack([np.clip(low, 0, None), np.clip(high, 0, None)])
 
 
 def _colour(comparison: str) -> str:
@@ -131,9 +173,9 @@ def layer_curves(summary, out, group: str = "layer", order=None) -> None:
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 2.8), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
         part = summary[summary["metric"] == metric]
-        for comparison in dict.fromkeys(part["comparison"]):
+        for comparison in [c for c in dict.fromkeys(part["comparison"]) if not is_contrast(c)]:
             rows = part[part["comparison"] == comparison].set_index(group).reindex(layers)
-            ax.errorbar(range(len(layers)), rows["mean"], yerr=rows["sem"].fillna(0), marker="o",
+            ax.errorbar(range(len(layers)), rows["mean"], yerr=error_bars(rows), marker="o",
                         markersize=3, capsize=2, color=_colour(comparison), label=comparison)
         ax.set_xticks(range(len(layers)), layers, fontsize=7)
         ax.set_title(metric_title(metric), fontsize=9)
@@ -247,15 +289,46 @@ def headline_table(summary, group: str = "hidden") -> str:
                     cells.append("<td></td>")
                     continue
                 r = r.iloc[0]
-                gain = "" if r["comparison"] == r["baseline"] else f" ({r['gain']:+.1%})"
+                contrast = is_contrast(r["comparison"])
+                gain = "" if contrast or r["comparison"] == r["baseline"] else f" ({r['gain']:+.1%})"
                 norm = (f"; normalised {r['normalised']:.3f} (ceiling {r['ceiling']:.3f}, "
                         f"sessions with repeats)"
                         if "normalised" in r and np.isfinite(r["normalised"]) else "")
-                cells.append(f"<td>{r['mean']:.3f} ± {r['sem']:.3f}{gain}{norm}</td>")
+                if "ci_low" in r and np.isfinite(r["ci_low"]):
+                    value = f"{r['mean']:+.3f}" if contrast else f"{r['mean']:.3f}"
+                    spread = f" [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
+                else:
+                    value, spread = f"{r['mean']:.3f}", f" ± {r['sem']:.3f}"
+                verdict = (f" <b>{html.escape(str(r['verdict']))}</b>"
+                           if contrast and isinstance(r.get("verdict"), str) and r["verdict"] else "")
+                cells.append(f"<td>{value}{spread}{gain}{verdict}{norm}</td>")
             rows.append(f"<tr><th>{html.escape(comparison)}</th>{''.join(cells)}</tr>")
         parts.append(f"<h3>{html.escape(metric_title(metric))}</h3>"
                      f"<table><tr><th></th>{head}</tr>{''.join(rows)}</table>")
     return "\n".join(parts)
+
+
+def quality_table(path) -> str:
+    """HTML: each member's SAEs on held-out rows (mean over seeds and groups; dead: the
+    worst SAE), beside the random control's FVU."""
+    import pandas as pd
+
+    if not Path(path).exists():
+        return ""
+    table = pd.read_csv(path)
+    if table.empty or "heldout_fvu" not in table:
+        return ""
+    rows = []
+    for (system, member), part in table.groupby(["system", "member"], sort=False):
+        random = (f"{part['random_heldout_fvu'].mean():.3f}"
+                  if "random_heldout_fvu" in part else "—")
+        rows.append(f"<tr><td>{html.escape(f'{system}.{member}')}</td><td>{len(part)}</td>"
+                    f"<td>{int(part['n_train'].mean())}</td><td>{part['k'].iloc[0]}</td>"
+                    f"<td>{part['heldout_fvu'].mean():.3f}</td><td>{part['heldout_l0'].mean():.1f}</td>"
+                    f"<td>{part['heldout_dead_fraction'].max():.3f}</td><td>{random}</td></tr>")
+    return ("<h3>SAEs on held-out rows (never trained on)</h3><table><tr><th>member</th>"
+            "<th>SAEs</th><th>training rows</th><th>k</th><th>FVU</th><th>L0</th>"
+            "<th>dead fraction (worst)</th><th>random-SAE FVU</th></tr>" + "".join(rows) + "</table>")
 
 
 def job_runs(paths) -> dict:
@@ -337,7 +410,8 @@ def _page(scratch: Path, summaries, figures, histories, experiments, mirror_file
                         f"<p>{html.escape(experiments.get(name, {}).get('description', ''))} Relative gain versus "
                         f"the neuron baseline in brackets. Source: "
                         f"<code>{html.escape(str(summary_path))}</code>.</p>"
-                        f"{_img(figure)}{extra}{headline_table(summary, group)}</section>")
+                        f"{_img(figure)}{extra}{headline_table(summary, group)}"
+                        f"{quality_table(Path(summary_path).with_name('sae_quality.csv'))}</section>")
     if histories:
         curves = scratch / "sae_training_curves.png"
         training_curves_figure(histories, curves)

@@ -88,19 +88,39 @@ def load_stimuli(params: dict, path=None, ids_csv=None):
                "image_sessions or image_folder")
 
 
-def extract(params: dict, out, job, images=None, ids_csv=None) -> None:
-    """Activations of one layer of a network on its stimulus set → one store."""
-    from sparsealign import schema
-    from sparsealign.extract import extract_model
+def extract(params: dict, out, job, images=None, ids_csv=None, training_images=None,
+            training_ids_csv=None) -> None:
+    """Every layer of a network on its stimuli → ``out/<layer>.zarr`` (one vector per
+    stimulus) and, with ``training_rows``, ``out/<layer>.rows.zarr`` (SAE training rows).
 
-    (layer, module), = params["layer"].items()
+    One forward pass serves both when the scored stimuli are among the training images.
+    """
+    from sparsealign import schema
+    from sparsealign.extract import extract_network
+
+    rows = params.get("training_rows")
     ids, stimuli = load_stimuli(params["stimuli"], images, ids_csv)
-    log(f"extracting {params['model']} {layer} on {len(ids)} stimuli")
-    ds = extract_model(params["model"], ids, stimuli, layer, module,
-                       reduction=params["reduction"], batch_size=params["batch_size"],
-                       config=params)
-    schema.save_store(ds, out)
-    job.metrics({"stimuli": len(ids), "units": ds.sizes["unit"]})
+    common = dict(reduction=params["reduction"], batch_size=params["batch_size"], config=params)
+    with atomic_path(out) as tmp:
+        if rows is None:
+            log(f"extracting {params['model']} {list(params['layers'])} on {len(ids)} stimuli")
+            extract_network(params["model"], ids, stimuli, params["layers"], tmp, **common)
+        else:
+            row_ids, row_stimuli = (ids, stimuli) if rows["stimuli"] == params["stimuli"] else \
+                load_stimuli(rows["stimuli"], training_images, training_ids_csv)
+            log(f"extracting {params['model']} {list(params['layers'])} on {len(row_ids)} "
+                f"images with training rows")
+            extract_network(params["model"], row_ids, row_stimuli, params["layers"], tmp,
+                            rows={k: v for k, v in rows.items() if k != "stimuli"}, **common)
+            if set(ids) <= set(row_ids):
+                for layer in params["layers"]:
+                    store = Path(tmp, f"{layer}.zarr")
+                    schema.save_store(schema.open_store(store).sel(stimulus=list(ids)), store)
+            else:
+                log(f"{len(set(ids) - set(row_ids))} scored stimuli are not training images: "
+                    "a second pass for them")
+                extract_network(params["model"], ids, stimuli, params["layers"], tmp, **common)
+    job.metrics({"stimuli": len(ids), "layers": len(params["layers"])})
 
 
 def import_dataset(dataset: str, out, job) -> None:
@@ -151,40 +171,156 @@ def sae_config(params: dict, d_in: int):
     return SAEConfig(**{k: v for k, v in params.items() if k in fields})
 
 
-def train_sae(params: dict, activations, sae_out, random_out, history_out, job) -> None:
-    """Train the SAE on the training split of a store, plus its untrained random control."""
+def heldout_ids(stores) -> set:
+    """Stimulus ids of the stores an SAE is scored on (and never trains on)."""
+    from sparsealign import schema
+
+    return {i for path in stores for i in schema.open_store(path, load=False)["stimulus"].values}
+
+
+def training_data(params: dict, activations, rows=None, heldout=()):
+    """``(training data, held-out data)`` of one SAE.
+
+    With ``rows`` (a training-rows store): its rows, without those of the held-out stimuli
+    when ``params["holdout"]``, thinned to ``params["fraction"]``; the held-out data are
+    the rows of the held-out stimuli. Without: the ``train_fraction`` split of the
+    member's own store (held-out data: the rest, or None when it trains on everything).
+    """
     from sparsealign import schema
     from sparsealign.latents import training_split
-    from sparsealign.sae import build_sae, save_sae, train_sae as fit
+    from sparsealign.sae.data import StoreSource, select_rows
 
+    if rows:
+        held = heldout_ids(heldout)
+        train = select_rows(rows, exclude_images=held if params["holdout"] else (),
+                            fraction=params["fraction"], seed=params["seed"])
+        if train.size == 0:
+            raise fail(rows, "no training rows are left once the scored stimuli are held out",
+                       "training images beyond the scored ones")
+        evaluation = select_rows(rows, only_images=held) if held else None
+        return (StoreSource(rows, rows=train),
+                StoreSource(rows, rows=evaluation) if evaluation is not None and evaluation.size else None)
     store = schema.open_store(activations)
-    train_ids, _ = training_split(store["stimulus"].values, params["train_fraction"])
+    train_ids, eval_ids = training_split(store["stimulus"].values, params["train_fraction"])
     x = schema.responses(store.sel(stimulus=train_ids)).astype("float32")
-    cfg = sae_config(params, x.shape[1])
-    log(f"training {cfg.architecture} SAE ({cfg.n_latents} latents, k={cfg.k}) on "
-        f"{x.shape[0]} × {x.shape[1]} activations of {activations}")
-    checkpoint = checkpoint_for(sae_out, params, activations)
-    total = math.ceil(x.shape[0] / cfg.batch_size) * cfg.epochs
-    with Progress(f"SAE {activations}", total) as bar:
-        sae, history = fit(x, cfg, checkpoint=checkpoint, log_fn=lambda step, row: bar.update(
+    held_out = None if params["train_fraction"] >= 1 else \
+        schema.responses(store.sel(stimulus=eval_ids)).astype("float32")
+    return x, held_out
+
+
+def _n_rows(data) -> int:
+    return data.shape[0] if hasattr(data, "shape") else data.n_rows
+
+
+def _d_in(data) -> int:
+    return data.shape[1] if hasattr(data, "shape") else data.d
+
+
+def chosen_setting(sweep) -> dict:
+    """The ``k`` and ``expansion`` a sweep file chose."""
+    return json.loads(Path(sweep).read_text())["chosen"]
+
+
+def train_sae(params: dict, activations, seed: int, sae_out, random_out, history_out, job,
+              rows=None, heldout=(), sweep=None) -> None:
+    """Train one SAE (``seed``) and its untrained control; score both on held-out data.
+
+    ``rows``/``heldout``: see :func:`training_data`. ``sweep``: a file of
+    :func:`sae_sweep` whose chosen ``k`` and ``expansion`` replace the config's.
+    """
+    from sparsealign.sae import build_sae, evaluate_sae, save_sae, train_sae as fit
+
+    params = {**params, "seed": seed, **(chosen_setting(sweep) if sweep else {})}
+    data, held_out = training_data(params, activations, rows, heldout)
+    n_train, d_in = _n_rows(data), _d_in(data)
+    cfg = sae_config(params, d_in)
+    source = rows or activations
+    log(f"training {cfg.architecture} SAE ({cfg.n_latents} latents, k={cfg.k}, seed {seed}) on "
+        f"{n_train} × {d_in} rows of {source}")
+    checkpoint = checkpoint_for(sae_out, params, source)
+    total = math.ceil(n_train / cfg.batch_size) * cfg.epochs
+    with Progress(f"SAE {source}", total) as bar:
+        sae, history = fit(data, cfg, checkpoint=checkpoint, log_fn=lambda step, row: bar.update(
             step - bar.done, loss=row["loss"], fvu=row["fvu"], l0=row["l0"]))
-    random_sae = build_sae(sae_config({**params, "seed": params["random_seed"]}, x.shape[1]),
-                           x.shape[1])
-    meta = {"activations": str(activations), "n_train": int(x.shape[0])}
+    random_sae = build_sae(sae_config({**params, "seed": params["random_seed"] + seed}, d_in), d_in)
+    meta = {"activations": str(source), "n_train": int(n_train)}
     curves = {k: v for k, v in history.items() if isinstance(v, list) and k != "step"}
     final = {k: v[-1] for k, v in curves.items() if v}
     final.update(history.get("final", {}))
     # Wall-clock figures go to MLflow only, so the history file is byte-stable.
     timing = {k: final.pop(k) for k in TIMING_KEYS if k in final}
+    record = {"config": params, "n_train": int(n_train), "curves": {"step": history["step"], **curves},
+              "final": final}
+    if held_out is not None:
+        record["heldout"] = evaluate_sae(sae, held_out)
+        record["random_heldout"] = evaluate_sae(random_sae, held_out)
     save_sae(sae, sae_out, meta)
     save_sae(random_sae, random_out, {**meta, "trained": False})
-    write_text(history_out, json.dumps({"config": params, "n_train": int(x.shape[0]), "curves": {
-        "step": history["step"], **curves}, "final": final}, indent=1))
+    write_text(history_out, json.dumps(record, indent=1))
     checkpoint.unlink(missing_ok=True)
     Path(f"{checkpoint}.key").unlink(missing_ok=True)
     job.curves({f"sae_{name}": list(zip(history["step"], values)) for name, values in curves.items()})
     job.metrics({f"final_{k}": v for k, v in {**final, **timing}.items() if isinstance(v, (int, float))})
+    job.metrics({f"heldout_{k}": v for k, v in record.get("heldout", {}).items()})
     log("final " + ", ".join(f"{k}={v:.4g}" for k, v in final.items() if isinstance(v, (int, float))))
+    if "heldout" in record:
+        log("held-out " + ", ".join(f"{k}={v:.4g}" for k, v in record["heldout"].items()))
+
+
+def sae_sweep(params: dict, rows, heldout, out, job) -> None:
+    """Score every (k, expansion) of ``params["sweep"]`` on held-out rows; choose one.
+
+    The scored stimuli never enter the sweep. The other images are split (seeded, by
+    image) into training and validation images; each setting trains on at most
+    ``max_rows`` training rows and is scored on the validation rows by FVU, L0 and dead
+    fraction. The rule, fixed before any alignment is computed: among settings with a
+    dead fraction ≤ ``max_dead_fraction``, the sparsest (smallest k, then smallest
+    expansion) whose FVU is within ``fvu_tolerance`` of the best.
+    """
+    import numpy as np
+
+    from sparsealign.sae import evaluate_sae, train_sae as fit
+    from sparsealign.sae.data import StoreSource, row_images, select_rows
+
+    sweep = params["sweep"]
+    held = heldout_ids(heldout)
+    images = sorted(set(row_images(rows)) - held)
+    rng = np.random.default_rng([params["seeds"][0], 7])
+    n_val = max(1, int(round(sweep["validation_fraction"] * len(images))))
+    validation = set(rng.choice(images, size=n_val, replace=False).tolist())
+    train = select_rows(rows, exclude_images=held | validation)
+    if train.size > sweep["max_rows"]:
+        train = np.sort(rng.choice(train, size=sweep["max_rows"], replace=False))
+    source, held_out = StoreSource(rows, rows=train), StoreSource(
+        rows, rows=select_rows(rows, only_images=validation))
+    settings = []
+    for k in sweep["k"]:
+        for expansion in sweep["expansion"]:
+            trial = {**params, "k": k, "expansion": expansion, "epochs": sweep["epochs"],
+                     "seed": params["seeds"][0]}
+            cfg = sae_config(trial, source.d)
+            log(f"sweep {rows}: k={k}, expansion={expansion} ({cfg.n_latents} latents) on "
+                f"{source.n_rows} rows")
+            sae, _ = fit(source, cfg)
+            settings.append({"k": k, "expansion": expansion, "n_latents": cfg.n_latents,
+                             **evaluate_sae(sae, held_out)})
+    eligible = [s for s in settings if s["dead_fraction"] <= sweep["max_dead_fraction"]]
+    if not eligible:
+        log(f"warning: every setting has more than {sweep['max_dead_fraction']:.0%} dead latents;"
+            " choosing among all")
+        eligible = settings
+    best = min(s["fvu"] for s in eligible)
+    chosen = min((s for s in eligible if s["fvu"] <= best + sweep["fvu_tolerance"]),
+                 key=lambda s: (s["k"], s["expansion"]))
+    rule = (f"sparsest setting (smallest k, then expansion) with dead fraction ≤ "
+            f"{sweep['max_dead_fraction']} and held-out FVU ≤ best + {sweep['fvu_tolerance']}")
+    write_text(out, json.dumps({"chosen": {"k": chosen["k"], "expansion": chosen["expansion"]},
+                                "rule": rule, "n_train_rows": int(source.n_rows),
+                                "n_validation_rows": int(held_out.n_rows),
+                                "settings": settings}, indent=1))
+    job.metrics({f"chosen_{k}": chosen[k] for k in ("k", "expansion", "fvu", "l0", "dead_fraction")})
+    log(f"chose k={chosen['k']}, expansion={chosen['expansion']} (FVU {chosen['fvu']:.4f}, "
+        f"dead {chosen['dead_fraction']:.3f})")
 
 
 def checkpoint_for(sae_out, params: dict, activations) -> Path:
@@ -207,16 +343,25 @@ def checkpoint_for(sae_out, params: dict, activations) -> Path:
     return checkpoint
 
 
-def latents(params: dict, activations, sae, encoder: str, out, job) -> None:
-    """Encode the evaluation split of an activations store through a trained or random SAE."""
+def latents(params: dict, activations, sae, encoder: str, out, job, heldout=()) -> None:
+    """Encode a member's scored stimuli through a trained or random SAE.
+
+    The scored stimuli: those of the ``heldout`` stores (which the SAE never trained
+    on), or without them the evaluation split of ``train_fraction``.
+    """
     from sparsealign import schema
     from sparsealign.latents import encode_store, training_split
     from sparsealign.sae import load_sae
 
     store = schema.open_store(activations)
-    _, eval_ids = training_split(store["stimulus"].values, params["train_fraction"])
+    ids = store["stimulus"].values
+    if heldout:
+        held = heldout_ids(heldout)
+        ids = [i for i in ids if i in held]
+    else:
+        _, ids = training_split(ids, params["train_fraction"])
     kind = "sae_latents" if encoder == "sae" else "random_sae_latents"
-    encode_store(load_sae(sae), store, eval_ids, out, kind=kind, config=params,
+    encode_store(load_sae(sae), store, ids, out, kind=kind, config=params,
                  sparse=params["sparse_latents"])
     z = schema.open_store(out)["responses"].values
     job.metrics({"l0": float((z != 0).sum(axis=1).mean()),
@@ -240,42 +385,58 @@ def _scored_rows(table_rows, labels: dict, out, job, extra: dict | None = None) 
     log(f"wrote {out} ({len(table)} rows)")
 
 
-def align_pair(params: dict, a, b, out, job, labels: dict | None = None, features=None) -> None:
+def _scoring_options(params: dict) -> dict:
+    return {"n_boot": params["n_boot"], "ci": params["ci"]}
+
+
+def _load_representations(stores: dict, reference, reference_path) -> dict:
+    """``{"neurons": array, "sae": [array per seed], "random": [...]}`` on the reference's
+    stimuli, in its order; every store must hold every one of them."""
+    from sparsealign import schema
+
+    def load(path):
+        _, ds = schema.match_stimuli(reference, schema.open_store(path), reference_path, path,
+                                     mode="intersect")
+        if ds.sizes["stimulus"] != reference.sizes["stimulus"]:
+            raise fail(path, f"holds {ds.sizes['stimulus']} of the {reference.sizes['stimulus']}"
+                       f" scored stimuli of {reference_path}", "every scored stimulus")
+        return schema.responses(ds)
+
+    return {"neurons": load(stores["neurons"]), "sae": [load(p) for p in stores["sae"]],
+            "random": [load(p) for p in stores["random"]]}
+
+
+def align_pair(params: dict, a: dict, b: dict, out, job, labels: dict | None = None,
+               features=None) -> None:
     """Score the comparison grid between two systems (and ground-truth recovery, if given).
 
-    ``a`` and ``b`` are (neurons, SAE latents, random-SAE latents) store paths.
+    ``a`` and ``b`` map ``neurons`` to a store and ``sae``/``random`` to the latents
+    stores of each SAE seed; everything is scored on the SAE latents' stimuli.
     """
     from sparsealign import comparisons, schema
 
-    systems = {label: {name: (path, schema.open_store(path)) for name, path in zip(REPRESENTATIONS, paths)}
-               for label, paths in (("A", a), ("B", b))}
-    # Everything is scored on the latents' stimuli (the SAE's held-out split), by id.
-    reference_path, reference = systems["A"]["sae"]
-    matched = {}
-    for label, stores in systems.items():
-        matched[label] = {}
-        for name, (path, ds) in stores.items():
-            _, ds = schema.match_stimuli(reference, ds, reference_path, path, mode="intersect")
-            if ds.sizes["stimulus"] != reference.sizes["stimulus"]:
-                raise fail(path, f"holds {ds.sizes['stimulus']} of the "
-                           f"{reference.sizes['stimulus']} evaluation stimuli of {reference_path}",
-                           "every evaluation stimulus")
-            matched[label][name] = schema.responses(ds)
+    reference_path = a["sae"][0]
+    reference = schema.open_store(reference_path)
+    matched = {label: _load_representations(stores, reference, reference_path)
+               for label, stores in (("A", a), ("B", b))}
     total = len(comparisons.COMPARISONS) * len(params["metrics"])
     with Progress(f"alignment {out}", total) as bar:
         rows = comparisons.score_comparisons(
             matched["A"], matched["B"], params["metrics"], params["n_folds"], params["seed"],
-            params["options"], progress=lambda c, m, value: bar.update(1, **{m: value}))
+            params["options"], progress=lambda c, m, value: bar.update(1, **{m: value}),
+            **_scoring_options(params))
     if features:
         _, truth = schema.match_stimuli(reference, schema.open_store(features), reference_path,
                                         features, mode="intersect")
-        rows += comparisons.recovery_rows(schema.responses(truth), matched)
+        first = {label: {k: v[0] if isinstance(v, list) else v for k, v in reps.items()}
+                 for label, reps in matched.items()}
+        rows += comparisons.recovery_rows(schema.responses(truth), first)
     _scored_rows(rows, labels or {}, out, job)
 
 
-def align_recording(params: dict, source, target, out, job, labels: dict | None = None,
+def align_recording(params: dict, source: dict, target, out, job, labels: dict | None = None,
                     target_label: str = "target") -> None:
-    """Neurons, SAE latents and random-SAE latents of one member → one recording store.
+    """Neurons, SAE latents and random-SAE latents (each seed) of one member → one recording.
 
     Trials stored beside the target (``<target>_repeats.zarr``) add the noise ceiling.
     """
@@ -283,11 +444,11 @@ def align_recording(params: dict, source, target, out, job, labels: dict | None 
     from sparsealign.recordings.common import repeats_store
 
     recording = schema.open_store(target)
-    system = {}
-    for name, path in zip(REPRESENTATIONS, source):
-        ds, matched = schema.match_stimuli(schema.open_store(path), recording, path, target,
-                                           mode="intersect")
-        system[name] = schema.responses(ds)
+    # Scored: the recording's stimuli that the latents hold (all of them, normally).
+    reference_path = source["sae"][0]
+    _, matched = schema.match_stimuli(schema.open_store(reference_path), recording,
+                                      reference_path, target, mode="intersect")
+    system = _load_representations(source, matched, target)
     target_values = schema.responses(matched)
     repeats, trials_path = None, repeats_store(target)
     if trials_path is not None:
@@ -301,13 +462,36 @@ def align_recording(params: dict, source, target, out, job, labels: dict | None 
         rows = comparisons.score_against_target(
             system, target_values, target_label, params["metrics"], params["n_folds"],
             params["seed"], params["options"], target_repeats=repeats,
-            progress=lambda c, m, value: bar.update(1, **{m: value}))
+            progress=lambda c, m, value: bar.update(1, **{m: value}), **_scoring_options(params))
     _scored_rows(rows, labels or {}, out, job, {"n_stimuli": target_values.shape[0]})
 
 
 # --------------------------------------------------------------------------- results
-def summarise(params: dict, scores, table_out, summary_out, figure_out, job) -> None:
-    """Gather per-job scores into the results table, the summary and the paper-style figure.
+def sae_quality(histories):
+    """One row per SAE: its training rows and its held-out FVU, L0 and dead fraction (and
+    the random control's), read from the history files."""
+    import pandas as pd
+
+    rows = []
+    for path in histories:
+        record = json.loads(Path(path).read_text())
+        name = Path(path).name.removesuffix(".history.json")
+        member, _, run = name.partition(".")
+        config = record["config"]
+        row = {"system": Path(path).parent.name, "member": member, "run": run,
+               "seed": config.get("seed"), "k": config.get("k"),
+               "expansion": config.get("expansion"), "n_train": record["n_train"]}
+        for prefix, key in (("heldout_", "heldout"), ("random_heldout_", "random_heldout")):
+            row.update({f"{prefix}{k}": v for k, v in record.get(key, {}).items()})
+        row.update({f"train_{k}": record["final"].get(k) for k in ("fvu", "l0", "dead_fraction")})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def summarise(params: dict, scores, table_out, summary_out, figure_out, job, histories=(),
+              quality_out=None) -> None:
+    """Gather per-job scores into the results table, the summary and the paper-style figure;
+    with ``histories``, the table of every SAE's held-out quality (``quality_out``).
 
     ``params``: ``panel`` (the column that makes the figure's panels) and ``title``.
     """
@@ -323,7 +507,11 @@ def summarise(params: dict, scores, table_out, summary_out, figure_out, job) -> 
     summary = report.summarise_over_pairs(table, group=panel)
     write_csv(summary, summary_out)
     report.paper_figure(summary, figure_out, panel=panel, title=params.get("title", ""))
-    for path in (table_out, summary_out, figure_out):
+    outputs = [table_out, summary_out, figure_out]
+    if quality_out:
+        write_csv(sae_quality(histories), quality_out)
+        outputs.append(quality_out)
+    for path in outputs:
         job.artifact(path)
     log(f"wrote {table_out}, {summary_out}, {figure_out}")
 

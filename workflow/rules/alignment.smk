@@ -9,9 +9,21 @@ def comparison(w):
     return PLAN.comparison(w.exp, w.comparison)
 
 
+def latent_inputs(w, c, m):
+    reps = PLAN.representations(w.exp, m, c.group)
+    return reps["sae"] + reps["random"]
+
+
+def representation_flags(w, side, m):
+    reps = PLAN.representations(w.exp, m, comparison(w).group)
+    return ([f"--{side}neurons={reps['neurons']}"] + [f"--{side}sae={p}" for p in reps["sae"]]
+            + [f"--{side}random={p}" for p in reps["random"]])
+
+
 def pair_inputs(w):
     c = comparison(w)
-    files = {"a": PLAN.representations(w.exp, c.a), "b": PLAN.representations(w.exp, c.b)}
+    files = {"stores": list(dict.fromkeys(c.a.inputs + c.b.inputs)),
+             "latents": latent_inputs(w, c, c.a) + latent_inputs(w, c, c.b)}
     if c.a.ground_truth and c.a.ground_truth == c.b.ground_truth:
         files["features"] = c.a.ground_truth
     return files
@@ -28,13 +40,15 @@ rule align_pair:
     params:
         alignment=lambda w: as_json(config["experiments"][w.exp]["alignment"]),
         labels=lambda w: as_json(PLAN.labels(comparison(w))),
+        a=lambda w: representation_flags(w, "a-", comparison(w).a),
+        b=lambda w: representation_flags(w, "b-", comparison(w).b),
         features=lambda w, input: [f"--features={input.features}"] if "features" in input.keys() else [],
         wildcards=wildcards_json,
     log:
         "logs/align_pair/{exp}/{comparison}.log",
     shell:
         "{PY} -m sparsealign align-pair --rule {rule:q} --wildcards {params.wildcards:q}"
-        " --threads {threads} --a {input.a:q} --b {input.b:q} {params.features:q}"
+        " --threads {threads} {params.a:q} {params.b:q} {params.features:q}"
         " --params {params.alignment:q} --labels {params.labels:q}"
         " --out {output:q} 2>&1 | tee {log:q}"
 
@@ -44,13 +58,14 @@ rule align_recording:
     wildcard_constraints:
         exp=experiments_of_kind("to_recordings"),
     input:
-        source=lambda w: PLAN.representations(w.exp, comparison(w).a),
-        target=lambda w: list(comparison(w).b.inputs),
+        stores=lambda w: list(dict.fromkeys(comparison(w).a.inputs + comparison(w).b.inputs)),
+        latents=lambda w: latent_inputs(w, comparison(w), comparison(w).a),
     output:
         f"{R}/{{exp}}/scores/{{comparison}}.csv",
     params:
         alignment=lambda w: as_json(config["experiments"][w.exp]["alignment"]),
         labels=lambda w: as_json(PLAN.labels(comparison(w))),
+        source=lambda w: representation_flags(w, "", comparison(w).a),
         recording=lambda w: comparison(w).b.store,
         target=lambda w: comparison(w).b.labels["target"],
         wildcards=wildcards_json,
@@ -58,6 +73,6 @@ rule align_recording:
         "logs/align_recording/{exp}/{comparison}.log",
     shell:
         "{PY} -m sparsealign align-recording --rule {rule:q} --wildcards {params.wildcards:q}"
-        " --threads {threads} --source {input.source:q} --recording {params.recording:q}"
+        " --threads {threads} {params.source:q} --recording {params.recording:q}"
         " --target-label {params.target:q} --params {params.alignment:q}"
         " --labels {params.labels:q} --out {output:q} 2>&1 | tee {log:q}"

@@ -45,6 +45,7 @@ wildcard_constraints:
     dataset=r"[A-Za-z][A-Za-z0-9_]*",
     hidden=r"\d+",
     seed=r"\d+",
+    group=r"\d+",
 
 
 def as_json(value):

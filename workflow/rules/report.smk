@@ -1,10 +1,12 @@
 rule summarise:
     """An experiment's results table, its summary (mean ± SEM over comparisons) and figure."""
     input:
-        lambda w: [PLAN.scores(c) for c in PLAN.comparisons[w.exp]],
+        scores=lambda w: [PLAN.scores(c) for c in PLAN.comparisons[w.exp]],
+        histories=lambda w: PLAN.histories(w.exp),
     output:
         **{k: f"{R}/{{exp}}/{name}" for k, name in
-           (("table", "alignment.csv"), ("summary", "summary.csv"), ("figure", "figure.png"))},
+           (("table", "alignment.csv"), ("summary", "summary.csv"), ("figure", "figure.png"),
+            ("quality", "sae_quality.csv"))},
     params:
         panel=lambda w: PLAN.panel(w.exp),
         title=lambda w: config["experiments"][w.exp]["title"] or w.exp,
@@ -13,9 +15,9 @@ rule summarise:
         "logs/summarise/{exp}.log",
     shell:
         "{PY} -m sparsealign summarise --rule {rule:q} --wildcards {params.wildcards:q}"
-        " --scores {input:q} --panel {params.panel:q} --title {params.title:q}"
-        " --table-out {output.table:q} --summary-out {output.summary:q}"
-        " --figure-out {output.figure:q} 2>&1 | tee {log:q}"
+        " --scores {input.scores:q} --histories {input.histories:q} --panel {params.panel:q}"
+        " --title {params.title:q} --table-out {output.table:q} --summary-out {output.summary:q}"
+        " --figure-out {output.figure:q} --quality-out {output.quality:q} 2>&1 | tee {log:q}"
 
 
 def report_params():
@@ -32,6 +34,7 @@ rule report:
     input:
         summaries=[PLAN.summary_files(e)["summary"] for e in PLAN.experiments],
         figures=[PLAN.summary_files(e)["figure"] for e in PLAN.experiments],
+        quality=[PLAN.summary_files(e)["quality"] for e in PLAN.experiments],
         histories=[h for e in PLAN.experiments for h in PLAN.histories(e)],
     output:
         PLAN.report,

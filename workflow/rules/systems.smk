@@ -49,28 +49,35 @@ rule toy_model:
 
 
 def stimuli_flags(w):
-    """--images/--ids-csv for an image folder; nothing for the mirror's sessions."""
-    spec = config["stimuli"][config["systems"][w.system]["stimuli"]]
-    flags = [f"--images={spec['path']}"] if "path" in spec else []
-    return flags + ([f"--ids-csv={spec['ids_csv']}"] if "ids_csv" in spec else [])
+    """--images/--ids-csv for image folders (--training-… for the rows' own set); nothing for
+    the mirror's sessions."""
+    flags, system = [], config["systems"][w.system]
+    sets = {"": system["stimuli"], "training-": system.get("training_rows", {}).get("stimuli")}
+    for prefix, name in sets.items():
+        spec = config["stimuli"].get(name) or {}
+        flags += [f"--{prefix}images={spec['path']}"] if "path" in spec else []
+        flags += [f"--{prefix}ids-csv={spec['ids_csv']}"] if "ids_csv" in spec else []
+    return flags
 
 
 rule extract:
-    """Activations of one layer of a network on its stimulus set."""
+    """Every layer of a network on its stimuli, in one forward pass per batch: a scoring
+    store per layer (one vector per stimulus) and, with training_rows, the SAE training
+    rows ((image, position) vectors) of each layer."""
     wildcard_constraints:
         system=names(PLAN.systems_of_kind("network")),
     input:
-        lambda w: PLAN.stimuli_inputs(config["systems"][w.system]["stimuli"]),
+        lambda w: [p for name in PLAN.network_stimuli(w.system) for p in PLAN.stimuli_inputs(name)],
     output:
-        directory(f"{R}/systems/{{system}}/{{member}}.zarr"),
+        directory(f"{R}/systems/{{system}}"),
     params:
-        job=lambda w: as_json(PLAN.network_params(PLAN.member(w.system, w.member))),
+        job=lambda w: as_json(PLAN.network_params(w.system)),
         content=lambda w, input: as_json(content_md5(input)),
         stimuli=stimuli_flags,
         wildcards=wildcards_json,
     threads: 2
     log:
-        "logs/extract/{system}/{member}.log",
+        "logs/extract/{system}.log",
     shell:
         "{PY} -m sparsealign extract --rule {rule:q} --wildcards {params.wildcards:q}"
         " --threads {threads} --params {params.job:q} {params.stimuli:q}"
