@@ -419,21 +419,26 @@ def theory_figure(table, matrices, out_png, title: str = "") -> None:
         mats = [m for m in matrices if int(m["hidden"]) == h]
         meas = np.concatenate([m["measured"].ravel() for m in mats]) if mats else np.array([])
         pred = np.concatenate([m["predicted"].ravel() for m in mats]) if mats else np.array([])
+        pre = np.array([])
         if mats and all("preactivation" in m for m in mats):
             pre = np.concatenate([m["preactivation"].ravel() for m in mats])
             ax.scatter(meas, pre, s=3, color="#c7c7c7", alpha=0.6, linewidths=0,
                        label="pre-ReLU cosine")
         ax.scatter(meas, pred, s=4, color=colours[h], alpha=0.7, linewidths=0,
                    label="ReLU, Monte Carlo")
-        ax.plot([-1, 1], [-1, 1], color="black", linewidth=0.6)
+        values = np.concatenate([meas, pred, pre])
+        values = values[np.isfinite(values)]
+        lo, hi = ((float(values.min()) - 0.05, float(values.max()) + 0.05) if values.size
+                  else (-1.0, 1.0))
+        ax.plot([lo, hi], [lo, hi], color="black", linewidth=0.6)
         rows = table[table["hidden"] == h]
-        ax.set_xlim(-1, 1)
-        ax.set_ylim(-1, 1)
+        ax.set_xlim(lo, hi)
+        ax.set_ylim(lo, hi)
         ax.set_title(f"hidden = {h}: neuron pairs", fontsize=9)
         ax.set_xlabel("measured r", fontsize=8)
         ax.set_ylabel("predicted r", fontsize=8)
         ax.tick_params(labelsize=7)
-        ax.text(0.03, 0.97, f"r = {rows['predicted_vs_measured_r'].mean():.3f}\n"
+        ax.text(0.03, 0.97, f"r = {rows['predicted_vs_measured_r'].mean():.4f}\n"
                 f"{len(rows)} pair{'s' if len(rows) != 1 else ''}",
                 transform=ax.transAxes, va="top", fontsize=7)
         ax.legend(fontsize=6, loc="lower right", markerscale=2)
@@ -466,7 +471,8 @@ def theory_figure(table, matrices, out_png, title: str = "") -> None:
         jitter = np.linspace(-0.06, 0.06, counts.size) * h
         ax.scatter(h + jitter, counts, s=14, color=colours[h], edgecolors="black",
                    linewidths=0.3)
-        ax.scatter([h], [rows["n_shared"].mean()], marker="_", s=120, color="black")
+        ax.scatter([h], [rows["n_shared"].mean()], marker="_", s=120, color="black",
+                   label="shared (mean)" if h == hiddens[0] else None)
     known = {h: c for h, c in EXPECTED_REPRESENTED.items()}
     ax.plot(list(known), list(known.values()), linestyle="--", marker="o", markersize=3,
             color="#7f7f7f", linewidth=0.8, label="expected (SCIENCE.md)")
@@ -476,7 +482,7 @@ def theory_figure(table, matrices, out_png, title: str = "") -> None:
     ax.set_title("Represented features (‖W_i‖ > "
                  f"{float(table['threshold'].iloc[0]):g})", fontsize=9)
     ax.set_xlabel("hidden size m", fontsize=8)
-    ax.set_ylabel("features (of n); — shared", fontsize=8)
+    ax.set_ylabel("represented features", fontsize=8)
     ax.tick_params(labelsize=7)
     ax.legend(fontsize=6, loc="upper left")
     fig.suptitle(title or f"Toy-model theory: {table['method'].iloc[0]}", fontsize=10)
