@@ -115,6 +115,11 @@ def _stage_summarise(args, job):
                      quality_out=args.quality_out)
 
 
+def _stage_toy_theory(args, job):
+    stages.toy_theory(_json(args.params) if args.params else {}, args.models, args.activations,
+                      [_json(label) for label in args.labels], args.table_out, args.figure_out, job)
+
+
 def _stage_write_report(args, job):
     stages.write_report(_json(args.params) if args.params else {}, args.summaries, args.figures, args.histories,
                         args.out, job)
@@ -254,7 +259,8 @@ STAGES = {
     "toy-data": _stage_toy_data, "toy-model": _stage_toy_model, "extract": _stage_extract,
     "import-dataset": _stage_import_dataset, "import-recording": _stage_import_recording,
     "train-sae": _stage_train_sae, "sae-sweep": _stage_sae_sweep, "latents": _stage_latents, "align-pair": _stage_align_pair,
-    "align-recording": _stage_align_recording, "summarise": _stage_summarise,
+    "align-recording": _stage_align_recording, "toy-theory": _stage_toy_theory,
+    "summarise": _stage_summarise,
     "write-report": _stage_write_report,
 }
 PASS_THROUGH = ("run", "status")  # commands whose unknown arguments go to Snakemake
@@ -355,6 +361,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", help="extra columns for every row, JSON")
     p.add_argument("--out", required=True)
 
+    p = stage("toy-theory", "the paper's theory on toy model pairs: table and figure",
+              "{n_features, feature_probability, threshold, n_samples, seed}")
+    p.add_argument("--models", nargs="+", required=True, help="toy model files (.pt)")
+    p.add_argument("--activations", nargs="+", required=True, help="their neuron stores, same order")
+    p.add_argument("--labels", nargs="+", required=True, help="JSON {hidden, pair, seed} per model")
+    p.add_argument("--table-out", required=True)
+    p.add_argument("--figure-out", required=True)
+
     p = stage("summarise", "results table, summary over comparisons, paper-style figure")
     p.add_argument("--scores", nargs="+", required=True)
     p.add_argument("--panel", default="layer", help="column that makes the figure's panels")
@@ -394,7 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _inputs(args) -> list[str]:
-    names = ("features", "activations", "rows", "heldout", "sweep", "sae", "a_neurons", "a_sae",
+    names = ("features", "activations", "models", "rows", "heldout", "sweep", "sae", "a_neurons", "a_sae",
              "a_random", "b_neurons", "b_sae", "b_random", "neurons", "random", "recording", "scores", "summaries", "figures", "histories",
              "images", "ids_csv", "training_images", "training_ids_csv", "path", "ids")
     paths = []

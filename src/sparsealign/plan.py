@@ -230,6 +230,21 @@ class Plan:
         return {"table": f"{base}/alignment.csv", "summary": f"{base}/summary.csv",
                 "figure": f"{base}/figure.png", "quality": f"{base}/sae_quality.csv"}
 
+    def theory_files(self, experiment: str) -> dict | None:
+        """The toy-model theory table and figure of a pairs experiment of toy models."""
+        spec = self.experiments[experiment]
+        if spec["kind"] != "pairs" or any(self.config["systems"][s]["kind"] != "toy_models"
+                                          for s in spec["systems"]):
+            return None
+        base = f"{self.results}/{experiment}"
+        return {"table": f"{base}/theory.csv", "figure": f"{base}/theory.png"}
+
+    def theory_members(self, experiment: str) -> list[Member]:
+        return [m for s in self.experiments[experiment]["systems"] for m in self.members[s]]
+
+    def toy_model_file(self, m: Member) -> str:
+        return m.store.removesuffix(".zarr") + ".pt"
+
     @property
     def report(self) -> str:
         return f"{self.results}/report.html"

@@ -331,6 +331,28 @@ def quality_table(path) -> str:
             "<th>dead fraction (worst)</th><th>random-SAE FVU</th></tr>" + "".join(rows) + "</table>")
 
 
+def theory_section(folder: Path) -> str:
+    """The toy theory figure and its per-m table, when the experiment has one."""
+    import pandas as pd
+
+    figure, table = folder / "theory.png", folder / "theory.csv"
+    if not (figure.exists() and table.exists()):
+        return ""
+    theory = pd.read_csv(table)
+    columns = {"n_represented_a": "represented (A)", "n_represented_b": "represented (B)",
+               "n_shared": "shared", "arrangement_semi_matching": "arrangement semi-matching",
+               "predicted_semi_matching": "predicted Neuron→Neuron semi-matching",
+               "measured_semi_matching": "measured", "predicted_vs_measured_r": "matrix r"}
+    means = theory.groupby("hidden")[list(columns)].mean()
+    head = "".join(f"<th>{html.escape(v)}</th>" for v in columns.values())
+    rows = "".join(f"<tr><th>m = {h}</th>" + "".join(f"<td>{v:.3f}</td>" for v in r) + "</tr>"
+                   for h, r in means.iterrows())
+    return (f"<h3>The paper's theory on these models</h3><p>Mean over seed pairs. "
+            f"{html.escape(str(theory['method'].iloc[0]))}; features represented when ‖W_i‖ > "
+            f"{theory['threshold'].iloc[0]}.</p>{_img(figure)}"
+            f"<table><tr><th></th>{head}</tr>{rows}</table>")
+
+
 def job_runs(paths) -> dict:
     """file → (rule, MLflow run id) of the job whose logged output hash matches it now."""
     from sparsealign import provenance, tracking
@@ -411,7 +433,8 @@ def _page(scratch: Path, summaries, figures, histories, experiments, mirror_file
                         f"the neuron baseline in brackets. Source: "
                         f"<code>{html.escape(str(summary_path))}</code>.</p>"
                         f"{_img(figure)}{extra}{headline_table(summary, group)}"
-                        f"{quality_table(Path(summary_path).with_name('sae_quality.csv'))}</section>")
+                        f"{quality_table(Path(summary_path).with_name('sae_quality.csv'))}"
+                        f"{theory_section(Path(summary_path).parent)}</section>")
     if histories:
         curves = scratch / "sae_training_curves.png"
         training_curves_figure(histories, curves)

@@ -516,6 +516,19 @@ def summarise(params: dict, scores, table_out, summary_out, figure_out, job, his
     log(f"wrote {table_out}, {summary_out}, {figure_out}")
 
 
+def toy_theory(params: dict, models, activations, labels, table_out, figure_out, job) -> None:
+    """The paper's theory on toy model pairs: represented features, arrangement difference,
+    and the Neuron→Neuron correlations predicted from the weights against the measured."""
+    from sparsealign import theory
+
+    table = theory.run(models, activations, labels, params, table_out, figure_out)
+    job.metrics({f"max_abs_semi_matching_difference": float(
+        (table["predicted_semi_matching"] - table["measured_semi_matching"]).abs().max())})
+    job.artifact(table_out)
+    job.artifact(figure_out)
+    log(f"wrote {table_out}, {figure_out}")
+
+
 def write_report(params: dict, summaries, figures, histories, out, job) -> None:
     """The self-contained HTML report of every experiment.
 

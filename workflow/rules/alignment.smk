@@ -76,3 +76,39 @@ rule align_recording:
         " --threads {threads} {params.source:q} --recording {params.recording:q}"
         " --target-label {params.target:q} --params {params.alignment:q}"
         " --labels {params.labels:q} --out {output:q} 2>&1 | tee {log:q}"
+
+
+def theory_experiments():
+    return names(e for e in PLAN.experiments if PLAN.theory_files(e))
+
+
+def theory_params(w):
+    system = config["systems"][PLAN.theory_members(w.exp)[0].system]
+    features = config["stimuli"][system["stimuli"]]
+    return as_json({"n_features": features["n_features"],
+                    "feature_probability": features["feature_probability"]})
+
+
+rule toy_theory:
+    """The paper's theory on the toy models: represented features, arrangement difference,
+    predicted vs measured Neuron→Neuron correlations (SCIENCE.md)."""
+    wildcard_constraints:
+        exp=theory_experiments(),
+    input:
+        models=lambda w: [PLAN.toy_model_file(m) for m in PLAN.theory_members(w.exp)],
+        activations=lambda w: [m.store for m in PLAN.theory_members(w.exp)],
+    output:
+        table=f"{R}/{{exp}}/theory.csv",
+        figure=f"{R}/{{exp}}/theory.png",
+    params:
+        theory=theory_params,
+        labels=lambda w: [as_json({k: m.labels[k] for k in ("hidden", "pair", "seed")})
+                          for m in PLAN.theory_members(w.exp)],
+        wildcards=wildcards_json,
+    log:
+        "logs/toy_theory/{exp}.log",
+    shell:
+        "{PY} -m sparsealign toy-theory --rule {rule:q} --wildcards {params.wildcards:q}"
+        " --models {input.models:q} --activations {input.activations:q}"
+        " --labels {params.labels:q} --params {params.theory:q}"
+        " --table-out {output.table:q} --figure-out {output.figure:q} 2>&1 | tee {log:q}"

@@ -35,6 +35,7 @@ rule report:
         summaries=[PLAN.summary_files(e)["summary"] for e in PLAN.experiments],
         figures=[PLAN.summary_files(e)["figure"] for e in PLAN.experiments],
         quality=[PLAN.summary_files(e)["quality"] for e in PLAN.experiments],
+        theory=[PLAN.theory_files(e)["figure"] for e in PLAN.experiments if PLAN.theory_files(e)],
         histories=[h for e in PLAN.experiments for h in PLAN.histories(e)],
     output:
         PLAN.report,
