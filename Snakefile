@@ -9,7 +9,6 @@ min_version("9.0")
 include: "workflow/rules/common.smk"
 include: "workflow/rules/systems.smk"
 include: "workflow/rules/sae.smk"
-include: "workflow/rules/latents.smk"
 include: "workflow/rules/alignment.smk"
 include: "workflow/rules/report.smk"
 

@@ -77,7 +77,8 @@ def _stage_import_recording(args, job):
 def _stage_train_sae(args, job):
     stages.train_sae(_params(args, "sae"), args.activations, args.seed, args.sae_out,
                      args.random_out, args.history_out, job, rows=args.rows,
-                     heldout=args.heldout, sweep=args.sweep)
+                     heldout=args.heldout, sweep=args.sweep, latents_out=args.latents_out,
+                     random_latents_out=args.random_latents_out)
 
 
 def _stage_sae_sweep(args, job):
@@ -323,6 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sae-out", required=True)
     p.add_argument("--random-out", required=True)
     p.add_argument("--history-out", required=True)
+    p.add_argument("--latents-out", help="encode the scored stimuli through the SAE here")
+    p.add_argument("--random-latents-out", help="… and through the random control here")
 
     p = stage("sae-sweep", "choose k and expansion by reconstruction on held-out training rows",
               "an experiment's sae block, with sweep")

@@ -222,8 +222,10 @@ def chosen_setting(sweep) -> dict:
 
 
 def train_sae(params: dict, activations, seed: int, sae_out, random_out, history_out, job,
-              rows=None, heldout=(), sweep=None) -> None:
-    """Train one SAE (``seed``) and its untrained control; score both on held-out data.
+              rows=None, heldout=(), sweep=None, latents_out=None, random_latents_out=None) -> None:
+    """Train one SAE (``seed``) and its untrained control; score both on held-out data;
+    with ``latents_out``/``random_latents_out``, encode the scored stimuli through both
+    (as :func:`latents` does).
 
     ``rows``/``heldout``: see :func:`training_data`. ``sweep``: a file of
     :func:`sae_sweep` whose chosen ``k`` and ``expansion`` replace the config's.
@@ -256,6 +258,9 @@ def train_sae(params: dict, activations, seed: int, sae_out, random_out, history
         record["random_heldout"] = evaluate_sae(random_sae, held_out)
     save_sae(sae, sae_out, meta)
     save_sae(random_sae, random_out, {**meta, "trained": False})
+    for model, encoder, out in ((sae, "sae", latents_out), (random_sae, "random", random_latents_out)):
+        if out:
+            encode_scored(params, activations, model, encoder, out, job, heldout)
     write_text(history_out, json.dumps(record, indent=1))
     checkpoint.unlink(missing_ok=True)
     Path(f"{checkpoint}.key").unlink(missing_ok=True)
@@ -349,9 +354,15 @@ def latents(params: dict, activations, sae, encoder: str, out, job, heldout=()) 
     The scored stimuli: those of the ``heldout`` stores (which the SAE never trained
     on), or without them the evaluation split of ``train_fraction``.
     """
+    from sparsealign.sae import load_sae
+
+    encode_scored(params, activations, load_sae(sae), encoder, out, job, heldout)
+
+
+def encode_scored(params: dict, activations, sae, encoder: str, out, job, heldout=()) -> None:
+    """:func:`latents` with an SAE already in memory."""
     from sparsealign import schema
     from sparsealign.latents import encode_store, training_split
-    from sparsealign.sae import load_sae
 
     store = schema.open_store(activations)
     ids = store["stimulus"].values
@@ -361,11 +372,10 @@ def latents(params: dict, activations, sae, encoder: str, out, job, heldout=()) 
     else:
         _, ids = training_split(ids, params["train_fraction"])
     kind = "sae_latents" if encoder == "sae" else "random_sae_latents"
-    encode_store(load_sae(sae), store, ids, out, kind=kind, config=params,
-                 sparse=params["sparse_latents"])
+    encode_store(sae, store, ids, out, kind=kind, config=params, sparse=params["sparse_latents"])
     z = schema.open_store(out)["responses"].values
-    job.metrics({"l0": float((z != 0).sum(axis=1).mean()),
-                 "dead_fraction": float((z.max(axis=0) <= 0).mean())})
+    job.metrics({f"{encoder}_latents_l0": float((z != 0).sum(axis=1).mean()),
+                 f"{encoder}_latents_dead_fraction": float((z.max(axis=0) <= 0).mean())})
     log(f"wrote {out} ({z.shape[0]} stimuli × {z.shape[1]} latents)")
 
 

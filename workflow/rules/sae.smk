@@ -47,7 +47,8 @@ rule sae_sweep:
 
 rule train_sae:
     """Train one SAE (seed, held-out group) on a member's activations or training rows,
-    plus the random control; score it on the held-out rows."""
+    plus the random control; score both on the held-out rows and encode the scored
+    stimuli through both (one job: no second start-up per SAE)."""
     input:
         unpack(sweep_inputs),
         stores=lambda w: list(member_of(w).inputs)
@@ -56,6 +57,9 @@ rule train_sae:
         sae=f"{R}/{{exp}}/sae/{{system}}/{{member}}.g{{group}}.s{{seed}}.sae.pt",
         random=f"{R}/{{exp}}/sae/{{system}}/{{member}}.g{{group}}.s{{seed}}.random.pt",
         history=f"{R}/{{exp}}/sae/{{system}}/{{member}}.g{{group}}.s{{seed}}.history.json",
+        latents=directory(f"{R}/{{exp}}/latents/{{system}}/{{member}}.g{{group}}.s{{seed}}.sae.zarr"),
+        random_latents=directory(
+            f"{R}/{{exp}}/latents/{{system}}/{{member}}.g{{group}}.s{{seed}}.random.zarr"),
     params:
         sae=sae_params,
         activations=lambda w: member_of(w).store,
@@ -72,4 +76,5 @@ rule train_sae:
         " --threads {threads} --activations {params.activations:q} {params.rows:q}"
         " {params.heldout:q} {params.sweep:q} --seed {wildcards.seed} --params {params.sae:q}"
         " --sae-out {output.sae:q} --random-out {output.random:q}"
-        " --history-out {output.history:q} 2>&1 | tee {log:q}"
+        " --history-out {output.history:q} --latents-out {output.latents:q}"
+        " --random-latents-out {output.random_latents:q} 2>&1 | tee {log:q}"
