@@ -22,7 +22,7 @@ def representation_flags(w, side, m):
 
 def pair_inputs(w):
     c = comparison(w)
-    files = {"stores": list(dict.fromkeys(c.a.inputs + c.b.inputs)),
+    files = {"stores": read_inputs(c.a, c.b),
              "latents": latent_inputs(w, c, c.a) + latent_inputs(w, c, c.b)}
     if c.a.ground_truth and c.a.ground_truth == c.b.ground_truth:
         files["features"] = c.a.ground_truth
@@ -40,6 +40,7 @@ rule align_pair:
     params:
         alignment=lambda w: as_json(config["experiments"][w.exp]["alignment"]),
         labels=lambda w: as_json(PLAN.labels(comparison(w))),
+        stores=lambda w: store_signatures(comparison(w).a, comparison(w).b),
         a=lambda w: representation_flags(w, "a-", comparison(w).a),
         b=lambda w: representation_flags(w, "b-", comparison(w).b),
         features=lambda w, input: [f"--features={input.features}"] if "features" in input.keys() else [],
@@ -58,13 +59,14 @@ rule align_recording:
     wildcard_constraints:
         exp=experiments_of_kind("to_recordings"),
     input:
-        stores=lambda w: list(dict.fromkeys(comparison(w).a.inputs + comparison(w).b.inputs)),
+        stores=lambda w: read_inputs(comparison(w).a, comparison(w).b),
         latents=lambda w: latent_inputs(w, comparison(w), comparison(w).a),
     output:
         f"{R}/{{exp}}/scores/{{comparison}}.csv",
     params:
         alignment=lambda w: as_json(config["experiments"][w.exp]["alignment"]),
         labels=lambda w: as_json(PLAN.labels(comparison(w))),
+        stores=lambda w: store_signatures(comparison(w).a),
         source=lambda w: representation_flags(w, "", comparison(w).a),
         recording=lambda w: comparison(w).b.store,
         target=lambda w: comparison(w).b.labels["target"],

@@ -24,14 +24,15 @@ def sweep_inputs(w):
 rule sae_sweep:
     """Choose k and expansion of a layer's SAEs by reconstruction on held-out rows."""
     input:
-        lambda w: member_of(w).inputs,
-        lambda w: [i for g in {c.group for c in PLAN.comparisons[w.exp]}
-                   for i in PLAN.heldout_inputs(w.exp, member_of(w), g)],
+        lambda w: read_inputs(member_of(w), extra=[
+            i for g in {c.group for c in PLAN.comparisons[w.exp]}
+            for i in PLAN.heldout_inputs(w.exp, member_of(w), g)]),
     output:
         f"{R}/{{exp}}/sae/{{system}}/{{member}}.sweep.json",
     params:
         sae=sae_params,
         rows=lambda w: member_of(w).rows,
+        stores=lambda w: store_signatures(member_of(w)),
         heldout=lambda w: [f"--heldout={p}" for g in sorted({c.group for c in PLAN.comparisons[w.exp]})
                            for p in PLAN.heldout(w.exp, member_of(w), g)],
         wildcards=wildcards_json,
@@ -51,8 +52,8 @@ rule train_sae:
     stimuli through both (one job: no second start-up per SAE)."""
     input:
         unpack(sweep_inputs),
-        stores=lambda w: list(member_of(w).inputs)
-        + PLAN.heldout_inputs(w.exp, member_of(w), int(w.group)),
+        stores=lambda w: read_inputs(member_of(w), extra=PLAN.heldout_inputs(
+            w.exp, member_of(w), int(w.group))),
     output:
         sae=f"{R}/{{exp}}/sae/{{system}}/{{member}}.g{{group}}.s{{seed}}.sae.pt",
         random=f"{R}/{{exp}}/sae/{{system}}/{{member}}.g{{group}}.s{{seed}}.random.pt",
@@ -63,6 +64,7 @@ rule train_sae:
     params:
         sae=sae_params,
         activations=lambda w: member_of(w).store,
+        stores=lambda w: store_signatures(member_of(w)),
         rows=lambda w: [f"--rows={member_of(w).rows}"] if member_of(w).rows else [],
         heldout=heldout_stores,
         sweep=lambda w, input: [f"--sweep={input.sweep}"] if "sweep" in input.keys() else [],
