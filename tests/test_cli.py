@@ -26,7 +26,9 @@ def test_align_pair_with_mismatched_stimuli_fails_cleanly(tmp_path, rng):
     b = [_store(tmp_path / "b0.zarr", rng.normal(size=(40, 4)), prefix="other")] + a[1:]
     out = tmp_path / "scores.csv"
     params = json.dumps({"metrics": ["semi_matching"], "n_folds": 2, "seed": 0, "options": {}})
-    proc = _run("align-pair", "--a", *a, "--b", *b, "--params", params, "--out", str(out))
+    flags = [f"--{side}-{kind}={path}" for side, paths in (("a", a), ("b", b))
+             for kind, path in zip(("neurons", "sae", "random"), paths)]
+    proc = _run("align-pair", *flags, "--params", params, "--out", str(out))
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ")
