@@ -274,7 +274,8 @@ def save_activations(datasets: dict, out_dir) -> dict[str, Path]:
 
 def extract_network(model: str, stimulus_ids, stimuli, layers: dict[str, str | None], out_dir,
                     *, reduction: str = "center", batch_size: int = 32,
-                    config: dict | str = "", rows: dict | None = None) -> dict[str, dict[str, Path]]:
+                    config: dict | str = "",
+                    rows: dict | None = None) -> dict[str, dict[str, Path]]:
     """All requested layers of one model, in one forward pass per batch → stores on disk.
 
     Parameters

@@ -117,7 +117,8 @@ class StoreSource:
         self.rows = None if rows is None else _check_rows(rows, n_total, f"{path} (rows)")
         if self.rows is None:
             self.n_rows = n_total
-            self.blocks = [(start, min(n_total, start + chunk)) for start in range(0, n_total, chunk)]
+            self.blocks = [(start, min(n_total, start + chunk))
+                           for start in range(0, n_total, chunk)]
         else:
             self.n_rows = self.rows.size
             edges = np.flatnonzero(np.diff(self.rows // chunk)) + 1

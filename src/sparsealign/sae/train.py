@@ -11,6 +11,7 @@ killed run resumed from it ends with the same weights, bit for bit on CPU.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -231,8 +232,6 @@ def _comparable(cfg_dict: dict) -> dict:
 
 def _rows_digest(source) -> str | None:
     """SHA-256 of the row subset a source uses; None when it uses every row."""
-    import hashlib
-
     rows = getattr(source, "rows", None)
     return None if rows is None else hashlib.sha256(rows.astype("<i8").tobytes()).hexdigest()
 
@@ -240,8 +239,8 @@ def _rows_digest(source) -> str | None:
 def _save_checkpoint(path: Path, cfg, source, sae, opt, sched, state: TrainState) -> None:
     payload = {
         "format": CHECKPOINT_FORMAT, "config": cfg.to_dict(), "d_in": source.d,
-        "n_rows": source.n_rows, "rows": _rows_digest(source), "model": sae.state_dict(), "optimizer": opt.state_dict(),
-        "scheduler": sched.state_dict(), "state": state.to_dict(),
+        "n_rows": source.n_rows, "rows": _rows_digest(source), "model": sae.state_dict(),
+        "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "state": state.to_dict(),
         "rng": {"torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
     }
