@@ -7,7 +7,7 @@ float32. A source may use a subset of the store's rows (``rows=``, sorted indice
 from :func:`select_rows`); the source then behaves as the store of those rows only.
 
 The data order of epoch ``e`` is a pure function of ``(seed, e)`` and the rows used: blocks
-(the used rows of one Zarr chunk) are permuted, grouped into windows of at most
+(the used rows of one Zarr chunk) are permuted, grouped into windows of about
 ``shuffle_window_rows`` rows, and rows are permuted inside each window; the batches are
 consecutive slices of that stream. So a batch index is a complete data cursor: resuming at
 batch ``j`` recomputes the plan and reads from the window holding row ``j·batch`` on,
