@@ -12,6 +12,9 @@ from dataclasses import asdict, dataclass, fields
 
 from sparsealign.errors import fail
 
+#: Values of :attr:`SAEConfig.input_norm`.
+INPUT_NORMS = ("none", "layernorm")
+
 
 @dataclass
 class SAEConfig:
@@ -59,7 +62,14 @@ class SAEConfig:
     normalize_input: bool = False
     """Centre the activations and scale them to unit mean squared norm per dimension while
     training (statistics from a fixed sample); folded back into the weights afterwards, so
-    the returned SAE takes raw activations."""
+    the returned SAE takes raw activations (with ``input_norm``, it LN-normalises them
+    itself first)."""
+
+    input_norm: str = "none"
+    """Per-sample input normalisation, part of the SAE (applied whenever it encodes, also
+    after loading): ``none``, or ``layernorm`` (each input row z-scored across its units:
+    ``(x - mean) / sqrt(var + 1e-5)``, as the paper does for DNN activations). Reconstructions
+    and their FVU are then in the normalised space. Applied before ``normalize_input``."""
 
     lr: float = 1e-3
     """AdamW learning rate."""
@@ -128,6 +138,7 @@ class SAEConfig:
         if not 0 <= self.threshold_momentum < 1:
             raise fail("sae.threshold_momentum", f"{self.threshold_momentum!r}", "0 <= value < 1")
         choices = {"decoder_impl": ("auto", "sparse", "dense"),
+                   "input_norm": INPUT_NORMS,
                    "precision": ("auto", "fp32", "bf16")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

@@ -1,11 +1,18 @@
 """Training batches from an in-memory array or an activation store larger than memory.
 
-The data order of epoch ``e`` is a pure function of ``(seed, e)``: blocks (Zarr chunks) are
-permuted, grouped into windows of about ``shuffle_window_rows`` rows, and rows are permuted
-inside each window; the batches are consecutive slices of that stream. So a batch index is
-a complete data cursor: resuming at batch ``j`` recomputes the plan and reads from the window
-holding row ``j·batch`` on, without touching the data before it. A thread reads, checks and
-shuffles ahead of the trainer (zarr decompression and NumPy gathers release the GIL).
+A store is either an activations store (dims ``("stimulus", "unit")``, one row per
+stimulus) or a training-rows store of :func:`sparsealign.extract.extract_network` (dims
+``("row", "unit")``, one row per (image, position), usually float16); rows are read as
+float32. A source may use a subset of the store's rows (``rows=``, sorted indices, e.g.
+from :func:`select_rows`); the source then behaves as the store of those rows only.
+
+The data order of epoch ``e`` is a pure function of ``(seed, e)`` and the rows used: blocks
+(the used rows of one Zarr chunk) are permuted, grouped into windows of about
+``shuffle_window_rows`` rows, and rows are permuted inside each window; the batches are
+consecutive slices of that stream. So a batch index is a complete data cursor: resuming at
+batch ``j`` recomputes the plan and reads from the window holding row ``j·batch`` on,
+without touching the data before it. A thread reads, checks and shuffles ahead of the
+trainer (zarr decompression and NumPy gathers release the GIL).
 """
 
 from __future__ import annotations
@@ -21,15 +28,32 @@ import torch
 from sparsealign.errors import fail
 
 
-class ArraySource:
-    """An (n, d) float array held in memory; shuffled whole."""
+def _check_rows(rows, n_total: int, name: str) -> np.ndarray:
+    """``rows`` as sorted, unique, in-range int64 indices (at least one)."""
+    rows = np.asarray(rows)
+    if rows.ndim != 1 or rows.size == 0 or not np.issubdtype(rows.dtype, np.integer):
+        raise fail(name, f"a row subset of shape {rows.shape} and dtype {rows.dtype}",
+                   "a non-empty 1-d array of row indices")
+    rows = rows.astype(np.int64)
+    if rows[0] < 0 or rows[-1] >= n_total or (rows.size > 1 and (np.diff(rows) <= 0).any()):
+        raise fail(name, "row subset not sorted, unique and within the store",
+                   f"increasing indices in 0 … {n_total - 1}")
+    return rows
 
-    def __init__(self, array: np.ndarray, name: str = "<activations>"):
+
+class ArraySource:
+    """An (n, d) float array held in memory (or the ``rows`` of it); shuffled whole."""
+
+    def __init__(self, array: np.ndarray, name: str = "<activations>",
+                 rows: np.ndarray | None = None):
         if not isinstance(array, np.ndarray) or array.ndim != 2 or 0 in array.shape:
             shape = getattr(array, "shape", type(array).__name__)
             raise fail(name, f"activations of shape {shape}", "a non-empty (n, d) array")
         if not np.issubdtype(array.dtype, np.number):
             raise fail(name, f"activations of dtype {array.dtype}", "a numeric dtype")
+        self.rows = None if rows is None else _check_rows(rows, len(array), name)
+        if self.rows is not None:
+            array = array[self.rows]
         bad = ~np.isfinite(array).all(axis=1)
         if bad.any():
             rows = np.flatnonzero(bad)
@@ -38,6 +62,7 @@ class ArraySource:
         self.name, self.array = name, array
         self.n_rows, self.d = array.shape
         self.block_rows = self.n_rows
+        self.blocks = [(0, self.n_rows)]
 
     def read(self, start: int, stop: int) -> np.ndarray:
         return self.array[start:stop]
@@ -51,10 +76,25 @@ class ArraySource:
         return np.asarray(self.array[::step][:max_rows], dtype=np.float64)
 
 
-class StoreSource:
-    """The ``responses`` of an activation store, read a Zarr chunk at a time."""
+#: Dims of the ``responses`` of the stores a StoreSource reads.
+STORE_DIMS = (("stimulus", "unit"), ("row", "unit"))
 
-    def __init__(self, path):
+
+class StoreSource:
+    """The ``responses`` of an activations or rows store, read a Zarr chunk at a time.
+
+    Parameters
+    ----------
+    path : an activations store (``("stimulus", "unit")``) or a training-rows store
+        (``("row", "unit")``, :func:`sparsealign.extract.extract_network`).
+    rows : sorted indices of the store rows to use (e.g. from :func:`select_rows`);
+        None = all. Row ``i`` of the source is store row ``rows[i]``.
+
+    ``blocks`` are the (start, stop) source rows of each Zarr chunk holding used rows;
+    ``block_rows`` is the largest.
+    """
+
+    def __init__(self, path, rows: np.ndarray | None = None):
         import zarr
 
         self.name = str(path)
@@ -67,52 +107,149 @@ class StoreSource:
             raise fail(path, f"no readable 'responses' array ({type(exc).__name__}: {exc})",
                        "a Zarr v3 activation store") from None
         dims = tuple(self.array.metadata.dimension_names or ())
-        if dims != ("stimulus", "unit"):
-            raise fail(path, f"'responses' has dims {dims}", "('stimulus', 'unit')")
+        if dims not in STORE_DIMS:
+            raise fail(path, f"'responses' has dims {dims}", " or ".join(map(str, STORE_DIMS)))
+        self.row_dim = dims[0]
         if not np.issubdtype(self.array.dtype, np.number):
             raise fail(path, f"'responses' has dtype {self.array.dtype}", "a numeric dtype")
-        self.n_rows, self.d = self.array.shape
-        self.block_rows = self.array.chunks[0]
+        n_total, self.d = self.array.shape
+        chunk = self.array.chunks[0]
+        self.rows = None if rows is None else _check_rows(rows, n_total, f"{path} (rows)")
+        if self.rows is None:
+            self.n_rows = n_total
+            self.blocks = [(start, min(n_total, start + chunk))
+                           for start in range(0, n_total, chunk)]
+        else:
+            self.n_rows = self.rows.size
+            edges = np.flatnonzero(np.diff(self.rows // chunk)) + 1
+            bounds = np.concatenate([[0], edges, [self.n_rows]]).tolist()
+            self.blocks = list(zip(bounds[:-1], bounds[1:]))
+        self.block_rows = max(stop - start for start, stop in self.blocks)
 
     def read(self, start: int, stop: int) -> np.ndarray:
-        return self.array[start:stop]
+        """Source rows ``start:stop`` as float32."""
+        if self.rows is None:
+            return np.asarray(self.array[start:stop], dtype=np.float32)
+        wanted = self.rows[start:stop]
+        if wanted.size == 0:
+            return np.empty((0, self.d), dtype=np.float32)
+        first = int(wanted[0])
+        dense = self.array[first:int(wanted[-1]) + 1]
+        return np.asarray(dense[wanted - first], dtype=np.float32)
+
+    def store_rows(self, start: int, stop: int) -> np.ndarray:
+        """The store row indices of source rows ``start:stop``."""
+        return np.arange(start, stop) if self.rows is None else self.rows[start:stop]
 
     def check(self, rows: np.ndarray, start: int) -> None:
         bad = ~np.isfinite(rows).all(axis=1)
         if bad.any():
-            where = (start + np.flatnonzero(bad)[:5]).tolist()
-            raise fail(self.name, f"NaN or infinite activations (stimulus positions {where} …)",
-                       "finite values")
+            where = self.store_rows(start, start + len(rows))[np.flatnonzero(bad)[:5]].tolist()
+            raise fail(self.name, f"NaN or infinite activations ({self.row_dim} positions "
+                                  f"{where} …)", "finite values")
 
     def sample(self, max_rows: int) -> np.ndarray:
         """Whole blocks spread evenly over the store, up to ``max_rows`` rows."""
-        n_blocks = -(-self.n_rows // self.block_rows)
-        take = max(1, min(n_blocks, max_rows // self.block_rows))
+        take = max(1, min(len(self.blocks), max_rows // self.block_rows))
         parts = []
-        for b in np.linspace(0, n_blocks - 1, take).round().astype(int):
-            part = self.read(b * self.block_rows, min(self.n_rows, (b + 1) * self.block_rows))
-            self.check(part, b * self.block_rows)
+        for b in np.linspace(0, len(self.blocks) - 1, take).round().astype(int):
+            start, stop = self.blocks[b]
+            part = self.read(start, stop)
+            self.check(part, start)
             parts.append(part)
         return np.concatenate(parts)[:max_rows].astype(np.float64)
 
 
-def as_source(data):
-    """An ArraySource for a NumPy array, a StoreSource for a path."""
+def as_source(data, rows: np.ndarray | None = None):
+    """An ArraySource for a NumPy array, a StoreSource for a path; a source as it is.
+
+    ``rows`` selects a subset of the rows (sorted indices); not with a source.
+    """
+    if isinstance(data, (ArraySource, StoreSource)):
+        if rows is not None:
+            raise fail(data.name, "rows given for a source", "rows given to the source itself")
+        return data
     if isinstance(data, (str, Path)):
-        return StoreSource(data)
-    return ArraySource(data)
+        return StoreSource(data, rows=rows)
+    return ArraySource(data, rows=rows)
+
+
+def select_rows(path, exclude_images=(), fraction: float = 1.0, seed: int = 0,
+                only_images=None) -> np.ndarray:
+    """Sorted indices of the rows of a store to train (or evaluate) an SAE on.
+
+    Parameters
+    ----------
+    path : a rows store (rows of ``image``) or an activations store (each stimulus is its
+        own image).
+    exclude_images : image ids whose rows are left out (e.g. the scoring stimuli, or a
+        held-out set); ids not in the store are ignored.
+    fraction : keep this fraction (0 < f ≤ 1) of the remaining rows, drawn with ``seed``.
+        For one seed the kept rows are nested: the 25 % subset lies inside the 50 % one.
+    seed : seeds the draw.
+    only_images : if given, only the rows of these image ids (all must be in the store).
+
+    Returns
+    -------
+    numpy.ndarray of int64, sorted, for ``StoreSource(path, rows=...)``.
+
+    Examples
+    --------
+    Train on the rows of every image but the held-out ones, evaluate on those:
+
+    >>> train = select_rows(path, exclude_images=held_out, fraction=0.5, seed=0)
+    >>> test = select_rows(path, only_images=held_out)
+    """
+    import zarr
+
+    if not 0 < fraction <= 1:
+        raise fail("fraction", f"{fraction!r}", "0 < fraction <= 1")
+    try:
+        group = zarr.open_group(Path(path), mode="r")
+        if "image_index" in group:
+            image_ids, image_index = group["image"][:], group["image_index"][:]
+        else:
+            image_ids = group["stimulus"][:]
+            image_index = np.arange(image_ids.size)
+    except Exception as exc:  # zarr raises many types for a missing or broken store
+        raise fail(path, f"no readable image ids ({type(exc).__name__}: {exc})",
+                   "a rows store or an activations store") from None
+    image_ids = np.asarray(image_ids, dtype=object).astype(str)
+    keep = ~np.isin(image_ids, np.asarray(list(exclude_images), dtype=str))
+    if only_images is not None:
+        only = np.asarray(list(only_images), dtype=str)
+        unknown = only[~np.isin(only, image_ids)]
+        if unknown.size:
+            raise fail(path, f"{unknown.size} of the only_images are not in the store "
+                             f"({unknown[:3].tolist()} …)", "ids of the store's images")
+        keep &= np.isin(image_ids, only)
+    candidates = np.flatnonzero(keep[image_index])
+    n_keep = int(round(fraction * candidates.size))
+    if n_keep < 1:
+        raise fail(path, f"no rows left ({candidates.size} rows after exclusion, fraction "
+                         f"{fraction})", "at least one row")
+    order = np.random.default_rng(seed).permutation(candidates.size)[:n_keep]
+    return np.sort(candidates[order]).astype(np.int64)
 
 
 class EpochPlan:
-    """The row order of one epoch: windows of permuted blocks, rows permuted per window."""
+    """The row order of one epoch: windows of permuted blocks, rows permuted per window.
 
-    def __init__(self, n_rows: int, block_rows: int, window_rows: int, seed: int, epoch: int):
+    ``blocks`` are (start, stop) row ranges (one per Zarr chunk; None = consecutive blocks
+    of ``block_rows``), ``block_rows`` the largest; a window holds
+    ``max(1, window_rows // block_rows)`` blocks.
+    """
+
+    def __init__(self, n_rows: int, block_rows: int, window_rows: int, seed: int, epoch: int,
+                 blocks: list | None = None):
         self.seed, self.epoch = seed, epoch
-        n_blocks = -(-n_rows // block_rows)
+        if blocks is None:
+            blocks = [(start, min(n_rows, start + block_rows))
+                      for start in range(0, n_rows, block_rows)]
         per_window = max(1, window_rows // block_rows)
-        order = np.random.default_rng([seed, epoch]).permutation(n_blocks)
-        self.windows = [[(b * block_rows, min(n_rows, (b + 1) * block_rows)) for b in group]
-                        for group in np.array_split(order, -(-n_blocks // per_window))]
+        order = np.random.default_rng([seed, epoch]).permutation(len(blocks))
+        self.windows = [[blocks[b] for b in group]
+                        for group in np.array_split(order, -(-len(blocks) // per_window))]
         sizes = [sum(stop - start for start, stop in w) for w in self.windows]
         self.starts = np.concatenate([[0], np.cumsum(sizes)])
 
@@ -132,7 +269,8 @@ def iter_batches(source, batch_size: int, window_rows: int, seed: int, epoch: in
     The next window is read in the background while this one is served, so at most two
     windows are in memory and a window boundary does not stall the consumer.
     """
-    plan = EpochPlan(source.n_rows, source.block_rows, window_rows, seed, epoch)
+    plan = EpochPlan(source.n_rows, source.block_rows, window_rows, seed, epoch,
+                     source.blocks)
     start_row = start_batch * batch_size
     first = int(np.searchsorted(plan.starts, start_row, side="right") - 1)
     pending, n_pending = [], 0

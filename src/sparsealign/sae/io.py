@@ -1,4 +1,9 @@
-"""Saving and loading trained SAEs: one file holding config, weights and metadata."""
+"""Saving and loading trained SAEs: one file holding config, weights and metadata.
+
+The config travels with the weights, so a loaded SAE encodes as the trained one did
+(``input_norm`` included); a file written before a config field existed loads with that
+field's default.
+"""
 
 from __future__ import annotations
 

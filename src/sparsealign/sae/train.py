@@ -11,6 +11,7 @@ killed run resumed from it ends with the same weights, bit for bit on CPU.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,8 +85,9 @@ def train_sae(data, cfg: SAEConfig, *, init=None, log_fn=None, checkpoint=None,
 
     Parameters
     ----------
-    data : (n, d) float array, or the path of an activation store (read in chunks, so it
-        may be larger than memory).
+    data : (n, d) float array, the path of an activations or training-rows store (read in
+        chunks, so it may be larger than memory), or a source of :mod:`sparsealign.sae.data`
+        (``StoreSource(path, rows=select_rows(...))`` trains on a subset of the rows).
     cfg : the run's settings.
     init : optional SAE from :func:`build_sae` with this config and input size to start
         from (a custom initialisation), trained in place; its biases are still reset from
@@ -98,7 +100,9 @@ def train_sae(data, cfg: SAEConfig, *, init=None, log_fn=None, checkpoint=None,
     Returns
     -------
     sae : the trained SAE on the training device, in eval mode; with
-        ``cfg.normalize_input`` the normalisation is folded into its weights.
+        ``cfg.normalize_input`` the normalisation is folded into its weights; with
+        ``cfg.input_norm`` it normalises each input row itself (history metrics, e.g. the
+        FVU, are in that normalised space).
     history : dict of equal-length lists (``step``, ``tokens``, ``lr``, ``loss``, ``mse``,
         ``aux_loss``, ``sparsity_loss``, ``fvu``, ``explained_variance``, ``l0``: means
         over the steps since the previous row; ``dead_fraction``: latents silent for
@@ -129,7 +133,7 @@ def train_sae(data, cfg: SAEConfig, *, init=None, log_fn=None, checkpoint=None,
     if checkpoint and checkpoint.exists():
         _load_checkpoint(checkpoint, cfg, source, sae, opt, sched, state, device)
     elif cfg.normalize_input:
-        sample = torch.from_numpy(source.sample(NORM_SAMPLE_ROWS))
+        sample = sae.prepare_input(torch.from_numpy(source.sample(NORM_SAMPLE_ROWS)))
         mean = sample.mean(0)
         scale = (sample - mean).pow(2).sum(1).mean().div(source.d).sqrt().clamp_min(1e-12)
         state.norm_mean, state.norm_scale = mean.float().to(device), scale.float().to(device)
@@ -173,6 +177,7 @@ def train_sae(data, cfg: SAEConfig, *, init=None, log_fn=None, checkpoint=None,
 
 
 def _train_step(sae, opt, sched, state: TrainState, x, cfg: SAEConfig, autocast) -> None:
+    x = sae.prepare_input(x)       # input_norm (per row), then normalize_input (per dimension)
     if state.norm_mean is not None:
         x = (x - state.norm_mean) / state.norm_scale
     if state.step == 0:
@@ -225,11 +230,17 @@ def _comparable(cfg_dict: dict) -> dict:
     return {k: v for k, v in cfg_dict.items() if k != "device"}
 
 
+def _rows_digest(source) -> str | None:
+    """SHA-256 of the row subset a source uses; None when it uses every row."""
+    rows = getattr(source, "rows", None)
+    return None if rows is None else hashlib.sha256(rows.astype("<i8").tobytes()).hexdigest()
+
+
 def _save_checkpoint(path: Path, cfg, source, sae, opt, sched, state: TrainState) -> None:
     payload = {
         "format": CHECKPOINT_FORMAT, "config": cfg.to_dict(), "d_in": source.d,
-        "n_rows": source.n_rows, "model": sae.state_dict(), "optimizer": opt.state_dict(),
-        "scheduler": sched.state_dict(), "state": state.to_dict(),
+        "n_rows": source.n_rows, "rows": _rows_digest(source), "model": sae.state_dict(),
+        "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "state": state.to_dict(),
         "rng": {"torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
     }
@@ -254,6 +265,9 @@ def _load_checkpoint(path: Path, cfg, source, sae, opt, sched, state: TrainState
         raise fail(path, f"checkpoint is for data of shape ({payload['n_rows']}, "
                          f"{payload['d_in']}), got ({source.n_rows}, {source.d})",
                    "the same activations to resume")
+    if payload.get("rows") != _rows_digest(source):
+        raise fail(path, "checkpoint is for another subset of the rows",
+                   "the same rows to resume")
     sae.load_state_dict(payload["model"])
     opt.load_state_dict(payload["optimizer"])
     sched.load_state_dict(payload["scheduler"])

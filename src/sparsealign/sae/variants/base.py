@@ -11,6 +11,8 @@ from torch import nn
 from sparsealign.sae.kernels import SparseCode, decode_sparse, gather_preacts
 
 ENCODER_INIT_NORM = 3 ** -0.5
+#: ε of ``input_norm="layernorm"``.
+LAYERNORM_EPS = 1e-5
 
 #: Latent code of a training batch: a dense (batch, latents) tensor or a SparseCode.
 Acts = torch.Tensor | SparseCode
@@ -58,12 +60,20 @@ class SAE(nn.Module):
         self.sparse = self.sparse_capable and sparse
 
     # ---- inference form -------------------------------------------------------------
+    def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` as this SAE models it: with ``cfg.input_norm == "layernorm"`` each row
+        z-scored across its units (ε = 1e-5), else ``x``. ``decode`` reconstructs this."""
+        if self.cfg.input_norm == "layernorm":
+            return F.layer_norm(x, (x.shape[-1],), eps=LAYERNORM_EPS)
+        return x
+
     def pre_acts(self, x: torch.Tensor) -> torch.Tensor:
+        """Pre-activations of an already prepared input (:meth:`prepare_input`)."""
         return F.linear(x, self.W_enc, self.b_enc)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Dense (batch, latents) code of ``x``."""
-        pre = self.pre_acts(x)
+        """Dense (batch, latents) code of the raw input ``x`` (prepared here)."""
+        pre = self.pre_acts(self.prepare_input(x))
         if self.inference == "topk":
             values, indices = pre.topk(self.cfg.k, dim=1)
             return torch.zeros_like(pre).scatter_(1, indices, values.relu())
@@ -77,6 +87,7 @@ class SAE(nn.Module):
         return z @ self.W_dec + self.b_dec
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Reconstruction of ``prepare_input(x)``."""
         return self.decode(self.encode(x))
 
     # ---- training -------------------------------------------------------------------
@@ -85,7 +96,7 @@ class SAE(nn.Module):
         raise NotImplementedError
 
     def training_step(self, x: torch.Tensor, dead: torch.Tensor) -> StepOutput:
-        """Loss of one batch; ``dead`` (latents,) bool marks the latents AuxK revives."""
+        """Loss of one prepared batch; ``dead`` (latents,) bool marks the latents AuxK revives."""
         if self.sparse:
             with torch.no_grad():
                 pre = self.pre_acts(x)
