@@ -188,10 +188,10 @@ def training_data(params: dict, activations, rows=None, heldout=()):
     """
     from sparsealign import schema
     from sparsealign.latents import training_split
-    from sparsealign.sae.data import StoreSource, select_rows
+    from sparsealign.sae.data import StoreSource, row_images, select_rows
 
     if rows:
-        held = heldout_ids(heldout)
+        held = heldout_ids(heldout) & set(row_images(rows))
         train = select_rows(rows, exclude_images=held if params["holdout"] else (),
                             fraction=params["fraction"], seed=params["seed"])
         if train.size == 0:
@@ -288,8 +288,9 @@ def sae_sweep(params: dict, rows, heldout, out, job) -> None:
     from sparsealign.sae.data import StoreSource, row_images, select_rows
 
     sweep = params["sweep"]
-    held = heldout_ids(heldout)
-    images = sorted(set(row_images(rows)) - held)
+    images = row_images(rows)
+    held = heldout_ids(heldout) & set(images)
+    images = sorted(set(images) - held)
     rng = np.random.default_rng([params["seeds"][0], 7])
     n_val = max(1, int(round(sweep["validation_fraction"] * len(images))))
     validation = set(rng.choice(images, size=n_val, replace=False).tolist())

@@ -174,6 +174,29 @@ def as_source(data, rows: np.ndarray | None = None):
     return ArraySource(data, rows=rows)
 
 
+def _row_image_index(path) -> tuple[np.ndarray, np.ndarray]:
+    """``(image ids, image index of each row)`` of a rows store (or an activations store,
+    where each stimulus is its own image)."""
+    import zarr
+
+    try:
+        group = zarr.open_group(Path(path), mode="r")
+        if "image_index" in group:
+            image_ids, image_index = group["image"][:], group["image_index"][:]
+        else:
+            image_ids = group["stimulus"][:]
+            image_index = np.arange(image_ids.size)
+    except Exception as exc:  # zarr raises many types for a missing or broken store
+        raise fail(path, f"no readable image ids ({type(exc).__name__}: {exc})",
+                   "a rows store or an activations store") from None
+    return np.asarray(image_ids, dtype=object).astype(str), image_index
+
+
+def row_images(path) -> np.ndarray:
+    """The image ids a rows store holds rows of (str array, store order)."""
+    return _row_image_index(path)[0]
+
+
 def select_rows(path, exclude_images=(), fraction: float = 1.0, seed: int = 0,
                 only_images=None) -> np.ndarray:
     """Sorted indices of the rows of a store to train (or evaluate) an SAE on.
@@ -200,21 +223,9 @@ def select_rows(path, exclude_images=(), fraction: float = 1.0, seed: int = 0,
     >>> train = select_rows(path, exclude_images=held_out, fraction=0.5, seed=0)
     >>> test = select_rows(path, only_images=held_out)
     """
-    import zarr
-
     if not 0 < fraction <= 1:
         raise fail("fraction", f"{fraction!r}", "0 < fraction <= 1")
-    try:
-        group = zarr.open_group(Path(path), mode="r")
-        if "image_index" in group:
-            image_ids, image_index = group["image"][:], group["image_index"][:]
-        else:
-            image_ids = group["stimulus"][:]
-            image_index = np.arange(image_ids.size)
-    except Exception as exc:  # zarr raises many types for a missing or broken store
-        raise fail(path, f"no readable image ids ({type(exc).__name__}: {exc})",
-                   "a rows store or an activations store") from None
-    image_ids = np.asarray(image_ids, dtype=object).astype(str)
+    image_ids, image_index = _row_image_index(path)
     keep = ~np.isin(image_ids, np.asarray(list(exclude_images), dtype=str))
     if only_images is not None:
         only = np.asarray(list(only_images), dtype=str)
