@@ -85,7 +85,7 @@ def _stage_sae_sweep(args, job):
     params = _params(args, "sae")
     if not params.get("sweep"):
         raise fail("--params", "no sweep block", "sweep: {k: [...], expansion: [...]}")
-    stages.sae_sweep(params, args.rows, args.heldout, args.out, job)
+    stages.sae_sweep(params, args.rows, args.out, job)
 
 
 def _stage_latents(args, job):
@@ -330,7 +330,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = stage("sae-sweep", "choose k and expansion by reconstruction on held-out training rows",
               "an experiment's sae block, with sweep")
     p.add_argument("--rows", required=True, help="a training-rows store")
-    p.add_argument("--heldout", action="append", default=[], help=heldout_help)
     p.add_argument("--out", required=True)
 
     p = stage("latents", "encode an activations store through an SAE", "an experiment's sae block")

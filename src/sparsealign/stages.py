@@ -77,7 +77,17 @@ def load_stimuli(params: dict, path=None, ids_csv=None):
     from sparsealign.stimuli.images import load_image_folder, load_session_images
 
     if params["kind"] == "image_sessions":
-        ids, images = load_session_images(params["dataset"], params["sessions"])
+        per_session = params.get("max_stimuli_per_session")
+        if per_session:
+            import numpy as np
+
+            from sparsealign.stimuli.images import unique_stimuli
+
+            parts = [load_session_images(params["dataset"], [s]) for s in params["sessions"]]
+            ids, images = unique_stimuli(np.concatenate([i[:per_session] for i, _ in parts]),
+                                         np.concatenate([x[:per_session] for _, x in parts]))
+        else:
+            ids, images = load_session_images(params["dataset"], params["sessions"])
         limit = params.get("max_stimuli")
         return (ids[:limit], images[:limit]) if limit else (ids, images)
     if params["kind"] == "image_folder":
@@ -272,15 +282,15 @@ def train_sae(params: dict, activations, seed: int, sae_out, random_out, history
         log("held-out " + ", ".join(f"{k}={v:.4g}" for k, v in record["heldout"].items()))
 
 
-def sae_sweep(params: dict, rows, heldout, out, job) -> None:
+def sae_sweep(params: dict, rows, out, job) -> None:
     """Score every (k, expansion) of ``params["sweep"]`` on held-out rows; choose one.
 
-    The scored stimuli never enter the sweep. The other images are split (seeded, by
-    image) into training and validation images; each setting trains on at most
-    ``max_rows`` training rows and is scored on the validation rows by FVU, L0 and dead
-    fraction. The rule, fixed before any alignment is computed: among settings with a
-    dead fraction ≤ ``max_dead_fraction``, the sparsest (smallest k, then smallest
-    expansion) whose FVU is within ``fvu_tolerance`` of the best.
+    The images of the rows store are split (seeded) into training and validation images;
+    each setting trains on at most ``max_rows`` training rows and is scored on the
+    validation rows by FVU, L0 and dead fraction. The rule, fixed before any alignment
+    is computed: among settings with a dead fraction ≤ ``max_dead_fraction``, the
+    sparsest (smallest k, then smallest expansion) whose FVU is within ``fvu_tolerance``
+    of the best. Only reconstruction is seen, so scored images may be among them.
     """
     import numpy as np
 
@@ -288,13 +298,14 @@ def sae_sweep(params: dict, rows, heldout, out, job) -> None:
     from sparsealign.sae.data import StoreSource, row_images, select_rows
 
     sweep = params["sweep"]
-    images = row_images(rows)
-    held = heldout_ids(heldout) & set(images)
-    images = sorted(set(images) - held)
+    images = sorted(set(row_images(rows)))
     rng = np.random.default_rng([params["seeds"][0], 7])
-    n_val = max(1, int(round(sweep["validation_fraction"] * len(images))))
+    n_val = int(round(sweep["validation_fraction"] * len(images)))
+    if n_val < 1 or n_val >= len(images):
+        raise fail(rows, f"{len(images)} images cannot be split {sweep['validation_fraction']:.0%}"
+                   " for validation", "more training images, or another validation_fraction")
     validation = set(rng.choice(images, size=n_val, replace=False).tolist())
-    train = select_rows(rows, exclude_images=held | validation)
+    train = select_rows(rows, exclude_images=validation)
     if train.size > sweep["max_rows"]:
         train = np.sort(rng.choice(train, size=sweep["max_rows"], replace=False))
     source, held_out = StoreSource(rows, rows=train), StoreSource(

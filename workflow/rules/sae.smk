@@ -24,17 +24,13 @@ def sweep_inputs(w):
 rule sae_sweep:
     """Choose k and expansion of a layer's SAEs by reconstruction on held-out rows."""
     input:
-        lambda w: read_inputs(member_of(w), extra=[
-            i for g in {c.group for c in PLAN.comparisons[w.exp]}
-            for i in PLAN.heldout_inputs(w.exp, member_of(w), g)]),
+        lambda w: read_inputs(member_of(w)),
     output:
         f"{R}/{{exp}}/sae/{{system}}/{{member}}.sweep.json",
     params:
         sae=sae_params,
         rows=lambda w: member_of(w).rows,
         stores=lambda w: store_signatures(member_of(w)),
-        heldout=lambda w: [f"--heldout={p}" for g in sorted({c.group for c in PLAN.comparisons[w.exp]})
-                           for p in PLAN.heldout(w.exp, member_of(w), g)],
         wildcards=wildcards_json,
     resources:
         gpu=1,
@@ -42,8 +38,8 @@ rule sae_sweep:
         "logs/sae_sweep/{exp}/{system}/{member}.log",
     shell:
         "{PY} -m sparsealign sae-sweep --rule {rule:q} --wildcards {params.wildcards:q}"
-        " --threads {threads} --rows {params.rows:q} {params.heldout:q}"
-        " --params {params.sae:q} --out {output:q} 2>&1 | tee {log:q}"
+        " --threads {threads} --rows {params.rows:q} --params {params.sae:q}"
+        " --out {output:q} 2>&1 | tee {log:q}"
 
 
 rule train_sae:
