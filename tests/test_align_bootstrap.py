@@ -282,3 +282,16 @@ def test_bootstrap_is_fast_for_a_recording_sized_problem():
     values = draws(terms, counts)
     assert time.perf_counter() - start < 5.0  # ≈ 0.5 s on one shared core
     assert values.shape == (1000,) and np.isfinite(values).all()
+
+
+def test_one_system_with_seeds_meets_one_without():
+    """A single array stands for every seed: B→A rows still see each of A's seeds."""
+    rng = np.random.default_rng(13)
+    features = rng.random((120, 4)) * (rng.random((120, 4)) < 0.4)
+    a = _pair_system(rng, features, 3)
+    b = {k: (v[0] if isinstance(v, list) else v) for k, v in _pair_system(rng, features, 1).items()}
+    table = pd.DataFrame(comparisons.score_comparisons(a, b, ["ridge"], n_folds=3, n_boot=50))
+    rows = table[table.comparison == "SAE→Neuron"].set_index("direction")
+    assert rows.loc["A→B", "n_seeds"] == 3 and rows.loc["B→A", "n_seeds"] == 1
+    assert rows.loc["both", "n_seeds"] == 3
+    assert table[table.comparison.isin(comparisons.CONTRASTS)].n_seeds.eq(3).all()

@@ -92,13 +92,18 @@ class _Scored:
 
     def __init__(self, metric, sources, targets, kwargs, counts):
         from sparsealign.align import METRICS, score
+        from sparsealign.align.bootstrap import draws
         from sparsealign.align.crossval import has_terms
 
-        n = max(len(sources), len(targets))
         boot = counts is not None and has_terms(metric)
-        per_unit = METRICS[metric].per_unit
-        results = [score(metric, sources[i % len(sources)], targets[i % len(targets)],
-                         per_target=per_unit, keep_terms=boot, **kwargs) for i in range(n)]
+        results, self.draws = [], [] if boot else None
+        self.n_seeds = max(len(sources), len(targets))
+        for i in range(self.n_seeds):
+            result = score(metric, sources[i % len(sources)], targets[i % len(targets)],
+                           per_target=METRICS[metric].per_unit, keep_terms=boot, **kwargs)
+            if boot:  # the terms are large: keep only their draws
+                self.draws.append(draws(result.pop("terms"), counts))
+            results.append(result)
         self.folds = np.mean([np.asarray(r["folds"], dtype=float) for r in results], axis=0)
         self.extra = {"dropped_source": max(r.get("dropped_source", 0) for r in results),
                       "dropped_target": max(r.get("dropped_target", 0) for r in results)}
@@ -117,15 +122,6 @@ class _Scored:
         if all(v is not None for v in normalised) and "normalised" in results[0]:
             self.extra.update(normalised=float(np.mean(normalised)),
                               normalised_formula=results[0]["normalised"]["formula"])
-        if boot:
-            from sparsealign.align.bootstrap import draws
-
-            self.draws = [draws(r["terms"], counts) for r in results]
-        else:
-            self.draws = None
-
-    def mean(self) -> float:
-        return float(self.folds.mean())
 
 
 def _interval_columns(per_seed_draws, n_boot: int, ci: float, seed: int, n_seeds: int,
@@ -145,12 +141,17 @@ def _interval_columns(per_seed_draws, n_boot: int, ci: float, seed: int, n_seeds
     return out
 
 
-def _difference(minuend, subtrahend):
-    """Per-seed differences; a one-seed side (neurons) is subtracted from every seed."""
-    if minuend is None or subtrahend is None:
+def _per_seed(combine, first, second):
+    """``combine`` seed by seed; a one-seed side (e.g. neurons) meets every seed."""
+    if first is None or second is None:
         return None
-    n = max(len(minuend), len(subtrahend))
-    return [minuend[i % len(minuend)] - subtrahend[i % len(subtrahend)] for i in range(n)]
+    n = max(len(first), len(second))
+    return [combine(first[i % len(first)], second[i % len(second)]) for i in range(n)]
+
+
+def _difference(minuend, subtrahend):
+    """Per-seed differences of draws."""
+    return _per_seed(np.subtract, minuend, subtrahend)
 
 
 def _counts(n_stimuli: int, n_boot: int, ci: float, seed: int):
@@ -218,17 +219,16 @@ def score_comparisons(system_a: dict, system_b: dict, metrics, n_folds: int = 5,
             kwargs = dict(n_folds=n_folds, seed=seed, **options.get(metric, {}))
             ab = _Scored(metric, a[source], b[target], kwargs, counts)
             ba = _Scored(metric, b[source], a[target], kwargs, counts)
-            seeds_here = max(len(a[source]), len(b[target]))
-            per_seed = None if ab.draws is None else [(x + y) / 2 for x, y in
-                                                      zip(ab.draws, ba.draws)]
+            per_seed = _per_seed(lambda x, y: (x + y) / 2, ab.draws, ba.draws)
             folds = (ab.folds + ba.folds) / 2
             both[comparison, metric] = (folds, per_seed)
             for direction, scored, extra in (("A→B", ab, ab.extra), ("B→A", ba, ba.extra),
                                              ("both", None, {})):
                 draws_here = per_seed if scored is None else scored.draws
+                n_seeds = max(ab.n_seeds, ba.n_seeds) if scored is None else scored.n_seeds
                 if counts is not None:
                     extra = {**extra, **_interval_columns(draws_here, n_boot, ci, seed,
-                                                          seeds_here)}
+                                                          n_seeds)}
                 rows.append(_fold_row(comparison, direction, metric,
                                       folds if scored is None else scored.folds, extra))
             if progress is not None:
@@ -302,7 +302,8 @@ def score_against_target(system: dict, target: np.ndarray, target_label: str, me
             result = scored[kind, metric] = _Scored(metric, values, [target], kwargs, counts)
             extra = dict(result.extra)
             if counts is not None:
-                extra.update(_interval_columns(result.draws, n_boot, ci, seed, len(values)))
+                extra.update(_interval_columns(result.draws, n_boot, ci, seed,
+                                               result.n_seeds))
             rows.append(_fold_row(comparison, "forward", metric, result.folds, extra))
             if progress is not None:
                 progress(comparison, metric, rows[-1]["mean"])
