@@ -53,6 +53,13 @@ register_metric("mutual_knn", population.mutual_knn, "Mutual k-NN")
 SMALL_WORK = 1e10
 """Below n·(p + q)² multiply-adds, :func:`score` runs with one BLAS thread."""
 
+
+
+def has_terms(metric: str) -> bool:
+    """Whether a metric returns fold-wise test terms (``keep_terms``) for the bootstrap:
+    ridge, semi_matching, soft_matching, hungarian (any metric accepting ``keep_terms``)."""
+    return metric in METRICS and "keep_terms" in inspect.signature(METRICS[metric]).parameters
+
 SYMMETRIC = frozenset({"soft_matching", "rsa", "cka", "cka_debiased", "procrustes",
                        "mutual_knn"})
 
@@ -143,7 +150,8 @@ def score(metric: str, source, target, n_folds: int = 5, seed: int = 0, **option
         per-target test r (``per_target``; ridge also ``per_target_r2``) for metrics that
         score target units (semi-matching, ridge), averaged over folds; ``target_repeats``:
         (n, q, repeats) trials of the target for the noise ceiling (taken from a
-        target store with a ``repeat`` dim automatically).
+        target store with a ``repeat`` dim automatically); ``keep_terms=True``: the
+        fold-wise test terms under ``terms`` (see Returns).
 
     Problems smaller than :data:`SMALL_WORK` run with one BLAS thread.
 
@@ -152,7 +160,12 @@ def score(metric: str, source, target, n_folds: int = 5, seed: int = 0, **option
     dict of JSON-ready values: ``metric``, ``mean``, ``sem`` (std(ddof=1)/√n_folds; None
     in-sample), ``folds``, ``n_folds``, ``n_stimuli``, ``n_source``, ``n_target``,
     ``dropped_source`` / ``dropped_target`` (units constant on a fit split, max over
-    folds), and metric-specific keys.
+    folds), and metric-specific keys. With ``keep_terms=True`` also ``terms``, the one
+    value that is not JSON-ready: a list with one
+    :class:`~sparsealign.align.bootstrap.FoldTerms` per fold for the metrics with
+    :func:`has_terms` (each fold's score is exactly the weighted sum of its terms'
+    test correlations; the input of :func:`sparsealign.align.bootstrap.draws`), None
+    for the others.
 
     Raises
     ------
@@ -171,11 +184,12 @@ def score(metric: str, source, target, n_folds: int = 5, seed: int = 0, **option
     ci = float(options.pop("ci", 0.95))
     n_perm = int(options.pop("n_permutations", 0))
     want_per_target = bool(options.pop("per_target", False))
+    keep_terms = bool(options.pop("keep_terms", False))
     x, y = check_pair(source, target, min_rows=max(4, 2 * n_folds))
     options = _options_for(metric, options)
     with _blas_threads_for(x.shape[0] * (x.shape[1] + y.shape[1]) ** 2):
         return _score(metric, x, y, n_folds, seed, options, repeats, reverse, n_boot, ci,
-                      n_perm, want_per_target)
+                      n_perm, want_per_target, keep_terms)
 
 
 def _blas_threads_for(work: float):
@@ -194,8 +208,11 @@ def _blas_threads_for(work: float):
 
 
 def _score(metric, x, y, n_folds, seed, options, repeats, reverse, n_boot, ci, n_perm,
-           want_per_target) -> dict:
-    raw = _run(metric, x, y, n_folds, seed, options)
+           want_per_target, keep_terms=False) -> dict:
+    with_terms = keep_terms and has_terms(metric)
+    raw = _run(metric, x, y, n_folds, seed, {**options, "keep_terms": True} if with_terms
+               else options)
+    terms = raw.pop("_terms", None)
     per_target = {k[1:]: raw.pop(k) for k in [k for k in raw if k.startswith("_per_target")]}
     out = {"metric": metric, **_summary(raw["folds"]), **raw, "n_folds": int(n_folds),
            "n_stimuli": int(x.shape[0]), "n_source": int(x.shape[1]),
@@ -221,6 +238,8 @@ def _score(metric, x, y, n_folds, seed, options, repeats, reverse, n_boot, ci, n
     if want_per_target:
         out.update({k: [None if np.isnan(v) else float(v) for v in values]
                     for k, values in per_target.items()})
+    if keep_terms:
+        out["terms"] = terms
     return out
 
 

@@ -3,6 +3,11 @@
 All three select a mapping on the fit split's correlations and score the same pairs on
 the test split (:mod:`sparsealign.align.correlation`). Units constant on a fit split are
 dropped for that fold and counted; a pair with a unit constant on the test split scores 0.
+
+With ``keep_terms=True`` each returns ``_terms``: per fold, the scored pairs as
+:class:`~sparsealign.align.bootstrap.FoldTerms` (test rows, the paired source and target
+columns, weights) whose weighted test correlations give the fold score exactly — the
+input of the fast test-set bootstrap (:mod:`sparsealign.align.bootstrap`).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 from scipy.special import logsumexp
 
+from sparsealign.align.bootstrap import FoldTerms, fold_test_rows
 from sparsealign.align.correlation import (DEFAULT_MEMORY_BUDGET_MB, check_matrix,
                                            split_correlations)
 from sparsealign.errors import fail
@@ -32,6 +38,13 @@ def _dropped(corr) -> dict:
             "dropped_target": int((~corr.target_fit_ok).sum(axis=1).max())}
 
 
+def _pair_terms(source, target, fold_of, fold: int, src_idx, tgt_idx, weights) -> FoldTerms:
+    """Test terms of one fold: source column ``src_idx[t]`` paired with ``tgt_idx[t]``."""
+    rows = fold_test_rows(fold_of, source.shape[0])[fold]
+    return FoldTerms(rows, source[np.ix_(rows, src_idx)], target[np.ix_(rows, tgt_idx)],
+                     weights)
+
+
 def _require_units(ok_source, ok_target, fold: int):
     if not ok_source.any() or not ok_target.any():
         raise fail("align", f"fold {fold}: every source or every target unit is constant "
@@ -39,7 +52,7 @@ def _require_units(ok_source, ok_target, fold: int):
 
 
 def semi_matching(source, target, fold_of=None, *, memory_budget_mb=DEFAULT_MEMORY_BUDGET_MB,
-                  device="auto", precision="auto") -> dict:
+                  device="auto", precision="auto", keep_terms=False) -> dict:
     """Semi-matching in both directions, plus mutual-best pairs, from one streamed pass.
 
     Forward (source → target): for each target unit, the source unit with the highest
@@ -52,7 +65,9 @@ def semi_matching(source, target, fold_of=None, *, memory_budget_mb=DEFAULT_MEMO
     dict with ``folds`` (forward score per fold), ``reverse_folds``, ``mutual_pairs``
     (pairs per fold), ``mutual_folds`` (mean test r over mutual pairs; None if none),
     ``dropped_*``, ``precision``, ``block_columns`` and ``_per_target`` (forward test r
-    per target, averaged over folds; NaN where never scored).
+    per target, averaged over folds; NaN where never scored). ``keep_terms``: also
+    ``_terms``, per fold each kept target paired with its train-chosen source unit,
+    weight 1 / (kept targets) (forward direction only).
     """
     corr = split_correlations(source, target, fold_of, memory_budget_mb=memory_budget_mb,
                               device=device, precision=precision)
@@ -91,6 +106,12 @@ def semi_matching(source, target, fold_of=None, *, memory_budget_mb=DEFAULT_MEMO
     mutual = fwd_ok & (np.take_along_axis(rev_best, fwd_best, 1) == np.arange(q)) \
         & np.take_along_axis(rev_ok, fwd_best, 1)
     per_target = np.where(fwd_ok, fwd_test, 0.0).sum(0) / np.maximum(fwd_ok.sum(0), 1)
+    terms = {}
+    if keep_terms:
+        terms["_terms"] = [_pair_terms(source, target, fold_of, f, fwd_best[f, fwd_ok[f]],
+                                       np.flatnonzero(fwd_ok[f]),
+                                       np.full(fwd_ok[f].sum(), 1.0 / fwd_ok[f].sum()))
+                           for f in range(k)]
     return {
         "folds": _masked_means(fwd_test, fwd_ok),
         "reverse_folds": _masked_means(rev_test, rev_ok),
@@ -100,6 +121,7 @@ def semi_matching(source, target, fold_of=None, *, memory_budget_mb=DEFAULT_MEMO
         "block_columns": corr.block_columns,
         "_per_target": np.where(fwd_ok.any(0), per_target, np.nan),
         **_dropped(corr),
+        **terms,
     }
 
 
@@ -112,18 +134,19 @@ def _masked_means(values, keep) -> list:
 
 def hungarian(source, target, fold_of=None, *, normalisation="pairs",
               memory_budget_mb=DEFAULT_MEMORY_BUDGET_MB, device="auto",
-              precision="auto") -> dict:
+              precision="auto", keep_terms=False) -> dict:
     """One-to-one matching maximising the summed fit-split correlation, scored on test.
 
     ``normalisation`` is one of :data:`HUNGARIAN_NORMALISATIONS` and is stated in the
-    result; units dropped on the fit split count as unmatched.
+    result; units dropped on the fit split count as unmatched. ``keep_terms``: also
+    ``_terms``, per fold the matched pairs with weight 1 / (the normalisation's count).
     """
     if normalisation not in HUNGARIAN_NORMALISATIONS:
         raise fail("align.hungarian.normalisation", repr(normalisation),
                    f"one of {sorted(HUNGARIAN_NORMALISATIONS)}")
     corr, r_fit, r_eval = _full(source, target, fold_of, memory_budget_mb, device, precision)
     p, q = r_fit.shape[1:]
-    folds = []
+    folds, terms = [], []
     for f in range(corr.n_folds):
         s_ok, t_ok = corr.source_fit_ok[f], corr.target_fit_ok[f]
         _require_units(s_ok, t_ok, f)
@@ -131,9 +154,13 @@ def hungarian(source, target, fold_of=None, *, normalisation="pairs",
         total = r_eval[f][np.ix_(s_ok, t_ok)][rows, cols].sum()
         denominator = {"pairs": rows.size, "source": p, "target": q}[normalisation]
         folds.append(float(total / denominator))
+        if keep_terms:
+            terms.append(_pair_terms(source, target, fold_of, f, np.flatnonzero(s_ok)[rows],
+                                     np.flatnonzero(t_ok)[cols],
+                                     np.full(rows.size, 1.0 / denominator)))
     return {"folds": folds, "normalisation": normalisation,
             "normalisation_formula": HUNGARIAN_NORMALISATIONS[normalisation],
-            **_dropped(corr)}
+            **_dropped(corr), **({"_terms": terms} if keep_terms else {})}
 
 
 def _full(source, target, fold_of, memory_budget_mb, device, precision):
@@ -144,15 +171,18 @@ def _full(source, target, fold_of, memory_budget_mb, device, precision):
 
 def soft_matching(source, target, fold_of=None, *, soft_mode="exact", epsilon=None,
                   memory_budget_mb=DEFAULT_MEMORY_BUDGET_MB, device="auto", precision="auto",
-                  max_iter=None) -> dict:
+                  max_iter=None, keep_terms=False) -> dict:
     """Soft matching: optimal transport between the unit sets, scored on the test split.
 
     The plan P* minimises Σ P_ij (1 − r_fit,ij) with uniform marginals 1/p and 1/q over
     the units that vary on the fit split; the score is Σ P*_ij r_test,ij. Symmetric.
     ``soft_mode="exact"`` or ``"sinkhorn"`` (entropic; see :func:`transport_plan`).
+    ``keep_terms``: also ``_terms``, per fold the support pairs of P* with weights P*_ij
+    (sinkhorn's dense plan: its smallest entries, of total mass ≤ :data:`TERMS_MASS_DROPPED`,
+    are left out, so its terms reproduce the fold score to that tolerance).
     """
     corr, r_fit, r_eval = _full(source, target, fold_of, memory_budget_mb, device, precision)
-    folds, solvers, eps_used = [], [], []
+    folds, solvers, eps_used, terms = [], [], [], []
     for f in range(corr.n_folds):
         s_ok, t_ok = corr.source_fit_ok[f], corr.target_fit_ok[f]
         _require_units(s_ok, t_ok, f)
@@ -161,11 +191,31 @@ def soft_matching(source, target, fold_of=None, *, soft_mode="exact", epsilon=No
         folds.append(float((plan * r_eval[f][np.ix_(s_ok, t_ok)]).sum()))
         solvers.append(info["solver"])
         eps_used.append(info.get("epsilon"))
+        if keep_terms:
+            i, j = _support(plan)
+            terms.append(_pair_terms(source, target, fold_of, f, np.flatnonzero(s_ok)[i],
+                                     np.flatnonzero(t_ok)[j], plan[i, j]))
     out = {"folds": folds, "soft_mode": soft_mode, "solver": sorted(set(solvers)),
-           **_dropped(corr)}
+           **_dropped(corr), **({"_terms": terms} if keep_terms else {})}
     if soft_mode == "sinkhorn":
         out["epsilon"] = float(eps_used[0])
     return out
+
+
+TERMS_MASS_DROPPED = 1e-12
+"""Total plan mass of the smallest entries left out of soft matching's test terms."""
+
+
+def _support(plan):
+    """Indices (i, j) of the plan entries kept as terms: all nonzero entries but the
+    smallest ones of total mass ≤ :data:`TERMS_MASS_DROPPED` (Sinkhorn's plan is dense)."""
+    flat = plan.ravel()
+    order = np.argsort(flat, kind="stable")
+    small = np.cumsum(flat[order]) <= TERMS_MASS_DROPPED
+    keep = np.ones(flat.size, dtype=bool)
+    keep[order[small]] = False
+    keep &= flat > 0
+    return np.unravel_index(np.flatnonzero(keep), plan.shape)
 
 
 def transport_plan(similarity, *, mode="exact", epsilon=None, max_iter=None):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from sparsealign.align.bootstrap import FoldTerms, fold_test_rows
 from sparsealign.align.correlation import (DEFAULT_MEMORY_BUDGET_MB, _Backend, check_budget,
                                            constant_on_splits, fold_data, fold_sums,
                                            resolve_device, working_precision)
@@ -28,7 +29,8 @@ ALPHA_SELECTION = "GCV on the training fold, per target"
 
 
 def ridge(source, target, fold_of=None, *, alphas=DEFAULT_ALPHAS, device="auto",
-          precision="float64", memory_budget_mb=DEFAULT_MEMORY_BUDGET_MB) -> dict:
+          precision="float64", memory_budget_mb=DEFAULT_MEMORY_BUDGET_MB,
+          keep_terms=False) -> dict:
     """Ridge predictivity source → target: Pearson r (and R²) per target on test folds.
 
     Parameters
@@ -39,6 +41,9 @@ def ridge(source, target, fold_of=None, *, alphas=DEFAULT_ALPHAS, device="auto",
     device : "auto" (CUDA for large problems when present, else NumPy), "cpu",
         "cuda[:i]" or "torch:<dev>"; precision : "float64" or "float32".
     memory_budget_mb : bound on the per-fold Gram matrices (primal) or kernel (dual).
+    keep_terms : also return ``_terms``: per fold, the test rows, the out-of-fold
+        predictions and the targets kept on that fold, weight 1 / (kept targets) each
+        (:class:`~sparsealign.align.bootstrap.FoldTerms`, for the test-set bootstrap).
 
     Returns
     -------
@@ -69,7 +74,8 @@ def ridge(source, target, fold_of=None, *, alphas=DEFAULT_ALPHAS, device="auto",
     grams = fold_sums(xf, xf, be.xp) if any(primal) else None
     cross = fold_sums(xf, yf, be.xp) if any(primal) else None
     r_sum, r2_sum, r_count = (np.zeros(target.shape[1]) for _ in range(3))
-    means, medians, r2s, chosen = [], [], [], []
+    means, medians, r2s, chosen, terms = [], [], [], [], []
+    test_rows = fold_test_rows(fold_of, n) if keep_terms else None
     for k in range(xf.n_folds):
         s_ok, t_ok = ~src_const[k], ~tgt_const[k]
         if not s_ok.any() or not t_ok.any():
@@ -78,8 +84,11 @@ def ridge(source, target, fold_of=None, *, alphas=DEFAULT_ALPHAS, device="auto",
         fit = _primal if primal[k] else _dual
         pred, y_test, alpha = fit(be, xf, yf, k, s_ok, t_ok, alphas,
                                   grams=grams, cross=cross)
-        r, r2 = _test_scores(be.to_numpy(pred).astype(np.float64),
-                             be.to_numpy(y_test).astype(np.float64))
+        pred = be.to_numpy(pred).astype(np.float64)
+        y_test = be.to_numpy(y_test).astype(np.float64)
+        r, r2 = _test_scores(pred, y_test)
+        if keep_terms:
+            terms.append(FoldTerms(test_rows[k], pred, y_test, np.full(r.size, 1.0 / r.size)))
         r_sum[t_ok] += r
         r2_sum[t_ok] += r2
         r_count[t_ok] += 1
@@ -96,6 +105,7 @@ def ridge(source, target, fold_of=None, *, alphas=DEFAULT_ALPHAS, device="auto",
         "dropped_target": int(tgt_const.sum(axis=1).max()),
         "_per_target": np.where(r_count > 0, r_sum / np.maximum(r_count, 1), np.nan),
         "_per_target_r2": np.where(r_count > 0, r2_sum / np.maximum(r_count, 1), np.nan),
+        **({"_terms": terms} if keep_terms else {}),
     }
 
 
