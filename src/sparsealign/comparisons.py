@@ -125,9 +125,10 @@ class _Scored:
 
 
 def _interval_columns(per_seed_draws, n_boot: int, ci: float, seed: int, n_seeds: int,
-                      contrast: bool = False) -> dict:
+                      contrast: bool = False, keep_draws: bool = False) -> dict:
     """``ci_low``, ``ci_high`` and ``n_seeds`` of a row (NaN without draws); for a
-    contrast also ``verdict`` and ``draws`` (JSON, 5 decimals)."""
+    contrast also ``verdict``; for a contrast or with ``keep_draws`` (the rows a summary
+    aggregates over sessions or pairs) ``draws`` (JSON, 5 decimals)."""
     from sparsealign.align.bootstrap import interval, seed_draws, verdict
 
     if per_seed_draws is None:
@@ -137,6 +138,7 @@ def _interval_columns(per_seed_draws, n_boot: int, ci: float, seed: int, n_seeds
     out = {"ci_low": low, "ci_high": high, "n_seeds": n_seeds}
     if contrast:
         out["verdict"] = verdict(low, high)
+    if contrast or keep_draws:
         out["draws"] = json.dumps([round(float(v), 5) for v in values])
     return out
 
@@ -228,7 +230,7 @@ def score_comparisons(system_a: dict, system_b: dict, metrics, n_folds: int = 5,
                 n_seeds = max(ab.n_seeds, ba.n_seeds) if scored is None else scored.n_seeds
                 if counts is not None:
                     extra = {**extra, **_interval_columns(draws_here, n_boot, ci, seed,
-                                                          n_seeds)}
+                                                          n_seeds, keep_draws=scored is None)}
                 rows.append(_fold_row(comparison, direction, metric,
                                       folds if scored is None else scored.folds, extra))
             if progress is not None:
@@ -303,7 +305,7 @@ def score_against_target(system: dict, target: np.ndarray, target_label: str, me
             extra = dict(result.extra)
             if counts is not None:
                 extra.update(_interval_columns(result.draws, n_boot, ci, seed,
-                                               result.n_seeds))
+                                               result.n_seeds, keep_draws=True))
             rows.append(_fold_row(comparison, "forward", metric, result.folds, extra))
             if progress is not None:
                 progress(comparison, metric, rows[-1]["mean"])

@@ -401,8 +401,9 @@ def _scored_rows(table_rows, labels: dict, out, job, extra: dict | None = None) 
     table = pd.DataFrame([{**labels, **(extra or {}), **row} for row in table_rows])
     write_csv(table, out)
     scored = table[table["direction"].isin(["both", "forward"])]
-    # MLflow metric names allow no arrows: "SAE→SAE" is logged as "SAE_to_SAE".
-    job.metrics({f"{r.metric}.{r.comparison.replace('→', '_to_')}": r.mean
+    # MLflow metric names allow no arrows or minus signs: "SAE→SAE − Neuron→Neuron" is
+    # logged as "SAE_to_SAE minus Neuron_to_Neuron".
+    job.metrics({f"{r.metric}.{r.comparison.replace('→', '_to_').replace('−', 'minus')}": r.mean
                  for r in scored.itertuples()})
     log(f"wrote {out} ({len(table)} rows)")
 
@@ -450,9 +451,7 @@ def align_pair(params: dict, a: dict, b: dict, out, job, labels: dict | None = N
     if features:
         _, truth = schema.match_stimuli(reference, schema.open_store(features), reference_path,
                                         features, mode="intersect")
-        first = {label: {k: v[0] if isinstance(v, list) else v for k, v in reps.items()}
-                 for label, reps in matched.items()}
-        rows += comparisons.recovery_rows(schema.responses(truth), first)
+        rows += comparisons.recovery_rows(schema.responses(truth), matched)
     _scored_rows(rows, labels or {}, out, job)
 
 
