@@ -78,7 +78,7 @@ def _stage_train_sae(args, job):
     stages.train_sae(_params(args, "sae"), args.activations, args.seed, args.sae_out,
                      args.random_out, args.history_out, job, rows=args.rows,
                      heldout=args.heldout, sweep=args.sweep, latents_out=args.latents_out,
-                     random_latents_out=args.random_latents_out)
+                     random_latents_out=args.random_latents_out, fraction=args.fraction)
 
 
 def _stage_sae_sweep(args, job):
@@ -321,6 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--heldout", action="append", default=[], help=heldout_help)
     p.add_argument("--sweep", help="a sae-sweep file: its chosen k and expansion")
     p.add_argument("--seed", type=int, default=0, help="the SAE's seed")
+    p.add_argument("--fraction", type=float, default=1.0,
+                   help="train on this seeded fraction of the training rows")
     p.add_argument("--sae-out", required=True)
     p.add_argument("--random-out", required=True)
     p.add_argument("--history-out", required=True)

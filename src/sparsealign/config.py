@@ -157,6 +157,15 @@ def _cross_problems(config: dict, source) -> list[str]:
                 refer(f"{key}.{field}.{i}", system, "systems", models)
         for i, system in enumerate(experiment.get("targets", [])):
             refer(f"{key}.targets.{i}", system, "systems", ("recording",))
+        for i, pair in enumerate(experiment.get("pairs", [])):
+            for key_ in pair:
+                system, _, member = key_.partition(".")
+                if system not in experiment["systems"]:
+                    problem(f"{key}.pairs.{i}", f"{system!r} is not among the experiment's systems",
+                            f"one of {experiment['systems']}")
+                elif member not in config["systems"].get(system, {}).get("layers", []):
+                    problem(f"{key}.pairs.{i}", f"no layer {member!r} in {system}",
+                            f"one of {list(config['systems'].get(system, {}).get('layers', []))}")
         layers = {layer for s in experiment.get("sources", [])
                   for layer in config["systems"].get(s, {}).get("layers", [])}
         for i, member in enumerate(experiment.get("source_members", [])):

@@ -55,14 +55,20 @@ class Member:
 
 @dataclass(frozen=True)
 class SaeRun:
-    """One SAE of a member: the group of scored stimuli it never trains on, and its seed."""
+    """One SAE of a member: the group of scored stimuli it never trains on, its seed, and
+    the fraction of its training rows it sees (the dataset-size ablation)."""
 
     group: int
     seed: int
+    fraction: float = 1.0
 
     @property
     def tag(self) -> str:
-        return f"g{self.group}.s{self.seed}"
+        return f"g{self.group}.s{self.seed}.f{percent(self.fraction)}"
+
+
+def percent(fraction: float) -> int:
+    return int(round(100 * fraction))
 
 
 @dataclass(frozen=True)
@@ -74,10 +80,13 @@ class Comparison:
     b: Member
     group: int = 0
     """The held-out group whose SAEs encode the scored stimuli."""
+    fraction: float = 1.0
+    """The fraction of training rows its SAEs saw."""
 
     @property
     def key(self) -> str:
-        return f"{self.a.key}--{self.b.key}"
+        suffix = "" if self.fraction == 1.0 else f".f{percent(self.fraction)}"
+        return f"{self.a.key}--{self.b.key}{suffix}"
 
 
 class Plan:
@@ -139,19 +148,29 @@ class Plan:
 
     # ----------------------------------------------------------------- comparisons
     def _comparisons(self, name: str, experiment: dict) -> list[Comparison]:
+        fractions = experiment["sae"]["fractions"]
         if experiment["kind"] == "pairs":
-            members = [m for s in experiment["systems"] for m in self.members[s]]
-            match = experiment["match"]
-            groups = {}
-            for m in members:
-                groups.setdefault(tuple(m.labels.get(k) for k in match), []).append(m)
-            return [Comparison(name, a, b) for group in groups.values()
-                    for a, b in itertools.combinations(group, 2)]
+            if experiment.get("pairs"):
+                pairs = [tuple(self._member_by_key(key) for key in pair)
+                         for pair in experiment["pairs"]]
+            else:
+                members = [m for s in experiment["systems"] for m in self.members[s]]
+                groups = {}
+                for m in members:
+                    groups.setdefault(tuple(m.labels.get(k) for k in experiment["match"]),
+                                      []).append(m)
+                pairs = [pair for group in groups.values()
+                         for pair in itertools.combinations(group, 2)]
+            return [Comparison(name, a, b, 0, f) for f in fractions for a, b in pairs]
         targets = [m for t in experiment["targets"] for m in self.members[t]]
         n_groups = self._n_groups(experiment, len(targets))
-        return [Comparison(name, source, target, i % n_groups)
+        return [Comparison(name, source, target, i % n_groups, f) for f in fractions
                 for s in experiment["sources"] for source in self._sources(experiment, s)
                 for i, target in enumerate(targets)]
+
+    def _member_by_key(self, key: str) -> Member:
+        system, _, name = key.partition(".")
+        return self.member(system, name)
 
     def _sources(self, experiment: dict, system: str) -> list[Member]:
         only = experiment.get("source_members")
@@ -167,39 +186,47 @@ class Plan:
         return next(c for c in self.comparisons[experiment] if c.key == key)
 
     def labels(self, c: Comparison) -> dict:
-        """Columns every score row of a comparison carries."""
-        if self.experiments[c.experiment]["kind"] == "pairs":
-            shared = {k: c.a.labels[k] for k in self.experiments[c.experiment]["match"]
-                      if k in c.a.labels}
+        """Columns every score row of a comparison carries (``sae_fraction`` when the
+        experiment trains SAEs on several fractions of their rows)."""
+        spec = self.experiments[c.experiment]
+        extra = {"sae_fraction": c.fraction} if spec["sae"]["fractions"] != [1.0] else {}
+        if spec["kind"] == "pairs":
+            shared = {k: c.a.labels[k] for k in spec["match"] if k in c.a.labels}
+            if spec.get("pairs"):
+                shared = {"pair": f"{c.a.key}↔{c.b.key}"}
             return {**shared, "system_a": c.a.system, "member_a": c.a.name,
-                    "system_b": c.b.system, "member_b": c.b.name}
-        return {**c.a.labels, "source": c.a.key, **c.b.labels}
+                    "system_b": c.b.system, "member_b": c.b.name, **extra}
+        return {**c.a.labels, "source": c.a.key, **c.b.labels, **extra}
 
     # ----------------------------------------------------------------- paths
-    def sae_runs(self, experiment: str, m: Member, group: int | None = None) -> list[SaeRun]:
-        """The SAEs of a member: one per held-out group (or only ``group``) and seed."""
-        groups = sorted({c.group for c in self.comparisons[experiment] if m in (c.a, c.b)})
+    def sae_runs(self, experiment: str, m: Member, group: int | None = None,
+                 fraction: float | None = None) -> list[SaeRun]:
+        """The SAEs of a member: one per held-out group, seed and fraction of training
+        rows (or only those of ``group`` and ``fraction``)."""
+        keys = sorted({(c.group, c.fraction) for c in self.comparisons[experiment]
+                       if m in (c.a, c.b)})
         seeds = self.experiments[experiment]["sae"]["seeds"]
-        return [SaeRun(g, s) for g in groups if group is None or g == group for s in seeds]
+        return [SaeRun(g, s, f) for g, f in keys for s in seeds
+                if (group is None or g == group) and (fraction is None or f == fraction)]
 
-    def heldout(self, experiment: str, m: Member, group: int) -> list[str]:
-        """Stores whose stimuli the member's SAEs of ``group`` never train on, and encode.
-
-        Empty for a member without training rows: its SAE trains on the ``train_fraction``
-        split of its own stimuli and encodes the rest.
-        """
+    def heldout_members(self, experiment: str, m: Member, group: int) -> list[Member]:
+        """The members whose stimuli the member's SAEs of ``group`` never train on: the
+        recording sessions of the group, or the member's partners in pairs (a pair is
+        scored on the stimuli its two members share). The SAEs encode exactly those
+        stimuli. Empty for a member without training rows: its SAE trains on the
+        ``train_fraction`` split of its own stimuli and encodes the rest."""
         if not m.rows:
             return []
-        scored = [c.b.store if c.a == m else c.a.store for c in self.comparisons[experiment]
-                  if m in (c.a, c.b) and c.group == group]
-        if self.experiments[experiment]["kind"] == "pairs":
-            scored = [m.store]  # a pair is scored on the stimuli its two members share
-        return list(dict.fromkeys(scored))
+        partners = {}
+        for c in self.comparisons[experiment]:
+            if c.group == group and m in (c.a, c.b):
+                other = c.b if c.a == m else c.a
+                partners[other.key] = other
+        return list(partners.values())
 
-    def heldout_inputs(self, experiment: str, m: Member, group: int) -> list[str]:
-        stores = set(self.heldout(experiment, m, group))
-        return list(dict.fromkeys(i for c in self.comparisons[experiment] for x in (c.a, c.b)
-                                  if x.store in stores for i in x.inputs))
+    def heldout(self, experiment: str, m: Member, group: int) -> list[str]:
+        """The stores of :meth:`heldout_members`."""
+        return list(dict.fromkeys(x.store for x in self.heldout_members(experiment, m, group)))
 
     def sae_files(self, experiment: str, m: Member, run: SaeRun) -> dict:
         base = f"{self.results}/{experiment}/sae/{m.system}/{m.name}.{run.tag}"
@@ -215,9 +242,10 @@ class Plan:
     def latents(self, experiment: str, m: Member, run: SaeRun, encoder: str) -> str:
         return f"{self.results}/{experiment}/latents/{m.system}/{m.name}.{run.tag}.{encoder}.zarr"
 
-    def representations(self, experiment: str, m: Member, group: int) -> dict:
-        """A member's neurons (one store) and the SAE / random-SAE latents of each seed."""
-        runs = self.sae_runs(experiment, m, group)
+    def representations(self, experiment: str, m: Member, c: Comparison) -> dict:
+        """A member's neurons (one store) and the SAE / random-SAE latents of each seed
+        that a comparison scores."""
+        runs = self.sae_runs(experiment, m, c.group, c.fraction)
         return {"neurons": m.store,
                 "sae": [self.latents(experiment, m, r, "sae") for r in runs],
                 "random": [self.latents(experiment, m, r, "random") for r in runs]}

@@ -232,7 +232,8 @@ def chosen_setting(sweep) -> dict:
 
 
 def train_sae(params: dict, activations, seed: int, sae_out, random_out, history_out, job,
-              rows=None, heldout=(), sweep=None, latents_out=None, random_latents_out=None) -> None:
+              rows=None, heldout=(), sweep=None, latents_out=None, random_latents_out=None,
+              fraction: float = 1.0) -> None:
     """Train one SAE (``seed``) and its untrained control; score both on held-out data;
     with ``latents_out``/``random_latents_out``, encode the scored stimuli through both
     (as :func:`latents` does).
@@ -242,7 +243,8 @@ def train_sae(params: dict, activations, seed: int, sae_out, random_out, history
     """
     from sparsealign.sae import build_sae, evaluate_sae, save_sae, train_sae as fit
 
-    params = {**params, "seed": seed, **(chosen_setting(sweep) if sweep else {})}
+    params = {**params, "seed": seed, "fraction": fraction,
+              **(chosen_setting(sweep) if sweep else {})}
     data, held_out = training_data(params, activations, rows, heldout)
     n_train, d_in = _n_rows(data), _d_in(data)
     cfg = sae_config(params, d_in)

@@ -10,12 +10,12 @@ def comparison(w):
 
 
 def latent_inputs(w, c, m):
-    reps = PLAN.representations(w.exp, m, c.group)
+    reps = PLAN.representations(w.exp, m, c)
     return reps["sae"] + reps["random"]
 
 
 def representation_flags(w, side, m):
-    reps = PLAN.representations(w.exp, m, comparison(w).group)
+    reps = PLAN.representations(w.exp, m, comparison(w))
     return ([f"--{side}neurons={reps['neurons']}"] + [f"--{side}sae={p}" for p in reps["sae"]]
             + [f"--{side}random={p}" for p in reps["random"]])
 

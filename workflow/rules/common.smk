@@ -45,7 +45,7 @@ wildcard_constraints:
     dataset=r"[A-Za-z][A-Za-z0-9_]*",
     hidden=r"\d+",
     seed=r"\d+",
-    group=r"\d+",
+    run=r"g\d+\.s\d+\.f\d+",
 
 
 def as_json(value):
