@@ -89,6 +89,11 @@ class Comparison:
         return f"{self.a.key}--{self.b.key}{suffix}"
 
 
+SWEEP_IGNORES = ("seeds", "holdout", "holdout_groups", "fractions", "random_seed",
+                 "sparse_latents", "train_fraction")
+"""SAE settings that never change a sweep's outcome."""
+
+
 class Plan:
     """Paths and job parameters of a validated, default-filled config."""
 
@@ -233,11 +238,28 @@ class Plan:
         return {"sae": f"{base}.sae.pt", "random": f"{base}.random.pt",
                 "history": f"{base}.history.json"}
 
+    def sweep_params(self, experiment: str) -> dict:
+        """What a sweep reads of an experiment's SAE settings: experiments that agree on it
+        share one sweep per layer."""
+        sae = self.experiments[experiment]["sae"]
+        return {k: v for k, v in sae.items() if k not in SWEEP_IGNORES}
+
     def sweep_file(self, experiment: str, m: Member) -> str | None:
         """The member's SAE settings sweep (networks with training rows, when configured)."""
         if not (m.rows and self.experiments[experiment]["sae"].get("sweep")):
             return None
-        return f"{self.results}/{experiment}/sae/{m.system}/{m.name}.sweep.json"
+        from sparsealign.provenance import config_sha
+
+        tag = config_sha(self.sweep_params(experiment))[:10]
+        return f"{self.results}/sweeps/{m.system}/{m.name}.{tag}.json"
+
+    def sweep_by_file(self, path: str) -> tuple[Member, dict]:
+        """The member and sweep settings of a sweep file path."""
+        for name in self.experiments:
+            for m in self.sae_members(name):
+                if self.sweep_file(name, m) == path:
+                    return m, self.sweep_params(name)
+        raise KeyError(path)
 
     def latents(self, experiment: str, m: Member, run: SaeRun, encoder: str) -> str:
         return f"{self.results}/{experiment}/latents/{m.system}/{m.name}.{run.tag}.{encoder}.zarr"

@@ -186,6 +186,35 @@ def layer_curves(summary, out, group: str = "layer", order=None) -> None:
     plt.close(fig)
 
 
+def fraction_curves(summary, out, group: str = "sae_fraction") -> None:
+    """The dataset-size ablation: each paired difference (SAE − Neuron, SAE − RandomSAE)
+    against the fraction of SAE training rows, with its 95 % bootstrap interval; one
+    panel per metric."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    contrasts = summary[summary["comparison"].map(is_contrast)]
+    metrics = list(dict.fromkeys(contrasts["metric"]))
+    fig, axes = plt.subplots(1, max(1, len(metrics)), figsize=(3.8 * max(1, len(metrics)), 3),
+                             squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        part = contrasts[contrasts["metric"] == metric]
+        for i, comparison in enumerate(dict.fromkeys(part["comparison"])):
+            rows = part[part["comparison"] == comparison].sort_values(group)
+            ax.errorbar(100 * rows[group], rows["mean"], yerr=error_bars(rows), marker="o",
+                        markersize=3, capsize=2, label=comparison, color=f"C{i}")
+        ax.axhline(0, color="black", linewidth=0.5)
+        ax.set_xlabel("SAE training rows (%)", fontsize=8)
+        ax.set_title(metric_title(metric), fontsize=9)
+    axes[0][0].set_ylabel("paired difference (95 % CI)", fontsize=8)
+    axes[0][0].legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
 def unit_distributions(table, group: str, focus, out) -> bool:
     """Histograms of per-unit test scores (neurons vs latents) at one panel value.
 
@@ -422,6 +451,10 @@ def _page(scratch: Path, summaries, figures, histories, experiments, mirror_file
             curves = scratch / f"{name}_layers.png"
             layer_curves(summary, curves, group)
             extra = f"<h3>Per-layer curves</h3>{_img(curves)}{best_layer_note(summary, group)}"
+        elif group == "sae_fraction":
+            curves = scratch / f"{name}_fractions.png"
+            fraction_curves(summary, curves, group)
+            extra = f"<h3>Gain against the size of the SAE's training set</h3>{_img(curves)}"
         focus = best_layer(summary, group) if group == "layer" else \
             sorted(dict.fromkeys(summary[group]), key=_natural)[-1]
         table_path = Path(summary_path).with_name("alignment.csv")

@@ -201,7 +201,8 @@ def training_data(params: dict, activations, rows=None, heldout=()):
     from sparsealign.sae.data import StoreSource, row_images, select_rows
 
     if rows:
-        held = heldout_ids(heldout) & set(row_images(rows))
+        # Scored: the member's stimuli that the held-out stores hold too.
+        held = heldout_ids(heldout) & heldout_ids([activations]) & set(row_images(rows))
         train = select_rows(rows, exclude_images=held if params["holdout"] else (),
                             fraction=params["fraction"], seed=params["seed"])
         if train.size == 0:

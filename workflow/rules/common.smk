@@ -46,6 +46,7 @@ wildcard_constraints:
     hidden=r"\d+",
     seed=r"\d+",
     run=r"g\d+\.s\d+\.f\d+",
+    sweep=r"[0-9a-f]{10}",
 
 
 def as_json(value):

@@ -32,21 +32,26 @@ def sweep_inputs(w):
     return {"sweep": sweep} if sweep else {}
 
 
+def swept(w):
+    return PLAN.sweep_by_file(f"{R}/sweeps/{w.system}/{w.member}.{w.sweep}.json")
+
+
 rule sae_sweep:
-    """Choose k and expansion of a layer's SAEs by reconstruction on held-out rows."""
+    """Choose k and expansion of a layer's SAEs by reconstruction on held-out rows (one
+    sweep per layer and distinct sweep settings, shared by the experiments that agree)."""
     input:
-        lambda w: read_inputs(member_of(w)),
+        lambda w: read_inputs(swept(w)[0]),
     output:
-        f"{R}/{{exp}}/sae/{{system}}/{{member}}.sweep.json",
+        f"{R}/sweeps/{{system}}/{{member}}.{{sweep}}.json",
     params:
-        sae=sae_params,
-        rows=lambda w: member_of(w).rows,
-        stores=lambda w: store_signatures(member_of(w)),
+        sae=lambda w: as_json(swept(w)[1]),
+        rows=lambda w: swept(w)[0].rows,
+        stores=lambda w: store_signatures(swept(w)[0]),
         wildcards=wildcards_json,
     resources:
         gpu=1,
     log:
-        "logs/sae_sweep/{exp}/{system}/{member}.log",
+        "logs/sae_sweep/{system}/{member}.{sweep}.log",
     shell:
         "{PY} -m sparsealign sae-sweep --rule {rule:q} --wildcards {params.wildcards:q}"
         " --threads {threads} --rows {params.rows:q} --params {params.sae:q}"
