@@ -135,7 +135,7 @@ def test_slurm_plugin_submits_the_sae_job_with_one_gpu_and_the_mlflow_parent(tmp
     env = job_env(work)
     env.update(PATH=f"{bin_dir}:{env['PATH']}", FAKE_SLURM_LOG=str(calls))
     proc = _run(SNAKEMAKE + [
-        "results-t/toy/sae/toy/m8_seed0.g0.s0.sae.pt", "results-t/stimuli/toy_features/seed0.zarr",
+        "results-t/toy/sae/toy/m8_seed0.g0.s0.f100.sae.pt", "results-t/stimuli/toy_features/seed0.zarr",
         "--workflow-profile", "workflow/profiles/slurm", "--configfile", config,
         "--allowed-rules", "train_sae", "toy_features",
         "--default-resources", "slurm_account=lab", "slurm_partition=gpu", "mem_mb=4000",
@@ -155,7 +155,7 @@ def test_slurm_plugin_submits_the_sae_job_with_one_gpu_and_the_mlflow_parent(tmp
     for expected in ("--export=ALL", "-A lab", "-p gpu", "-t 480", "--mem 32000", "--requeue",
                      "--cpus-per-task=4", f"-D {work}", "--gpus=1"):
         assert expected in flags, (expected, flags)
-    assert "--target-jobs 'train_sae:exp=toy,system=toy,member=m8_seed0,group=0,seed=0'" in wrap
+    assert "--target-jobs 'train_sae:exp=toy,system=toy,member=m8_seed0,run=g0.s0.f100'" in wrap
     assert "--no-hooks" in wrap and "--executor slurm-jobstep" in wrap
     data = " ".join(submitted["toy_features"]["argv"])
     assert "--gpus" not in data and "-t 15" in data and "--mem 2000" in data

@@ -16,10 +16,10 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
 
 
-@pytest.mark.parametrize("name", ["config.yaml", "smoke.yaml"])
+@pytest.mark.parametrize("name", ["config.yaml", "smoke.yaml", "paper.yaml"])
 def test_shipped_configs_validate(name):
     config = load_config(ROOT / "config" / name)
-    assert {"toy", "v4", "dnn"} == set(config["experiments"])
+    assert {"toy", "v4", "dnn"} <= set(config["experiments"])
     assert config["experiments"]["toy"]["sae"]["architecture"] == "topk"
 
 
@@ -38,7 +38,29 @@ def test_the_default_plan_is_the_paper_grid():
     assert all(c.a.labels["pair"] == c.b.labels["pair"] and c.a.labels["seed"] % 2 == 0
                for c in plan.comparisons["toy"])
     assert len(plan.comparisons["dnn"]) == 21 * 2  # 7 models: 21 pairs, at 2 layers
-    assert len(plan.comparisons["v4"]) == 5 * 2  # 5 layers × 2 sessions
+    assert len(plan.comparisons["v4"]) == 5 * 4  # 5 layers × 4 sessions
+    assert {c.group for c in plan.comparisons["v4"]} == {0, 1}  # two held-out groups
+    assert len(plan.comparisons["v4_size"]) == 4 * 4  # 4 fractions × 4 sessions at conv5
+    assert len(plan.comparisons["cross"]) == 4
+
+
+def test_the_paper_config_scores_every_session_at_full_scale():
+    plan = Plan(load_config(ROOT / "config" / "paper.yaml"))
+    assert len(plan.members["v4"]) == 11
+    assert {c.group for c in plan.comparisons["v4"]} == set(range(11))  # one per session
+    assert plan.config["systems"]["vgg16_hed"]["training_rows"]["positions"] is None
+
+
+def test_every_sae_holds_out_the_stimuli_it_is_scored_on():
+    plan = Plan(load_config(ROOT / "config" / "config.yaml"))
+    for name in ("v4", "dnn", "cross"):
+        for c in plan.comparisons[name]:
+            for m, other in ((c.a, c.b), (c.b, c.a)):
+                if m.rows:
+                    assert other in plan.heldout_members(name, m, c.group)
+    # Sweeps are shared by experiments with the same SAE settings, per layer.
+    conv5 = plan.member("vgg16_hed", "conv5")
+    assert plan.sweep_file("v4", conv5) == plan.sweep_file("v4_size", conv5)
 
 
 def _with(change):
@@ -105,7 +127,8 @@ def _check(tmp_path, text):
 
 @pytest.mark.parametrize("text, expected", [
     ("", "empty config"),
-    (yaml.safe_dump(_with(lambda c: c["experiments"]["dnn"]["sae"].update(n_latent=16))),
+    (yaml.safe_dump(_with(lambda c: c["experiments"]["dnn"].update(
+        sae={**c["experiments"]["dnn"]["sae"], "n_latent": 16}))),
      "config key experiments.dnn.sae: unknown key ('n_latent' was unexpected)"),
     (yaml.safe_dump(_with(lambda c: c["experiments"]["toy"]["sae"].update(k=99))),
      "config key experiments.toy.sae.k: k = 99 exceeds n_latents = 64; expected k ≤ n_latents"),

@@ -242,6 +242,7 @@ def train_sae(params: dict, activations, seed: int, sae_out, random_out, history
     ``rows``/``heldout``: see :func:`training_data`. ``sweep``: a file of
     :func:`sae_sweep` whose chosen ``k`` and ``expansion`` replace the config's.
     """
+    from sparsealign import schema
     from sparsealign.sae import build_sae, evaluate_sae, save_sae, train_sae as fit
 
     params = {**params, "seed": seed, "fraction": fraction,
@@ -273,7 +274,7 @@ def train_sae(params: dict, activations, seed: int, sae_out, random_out, history
     save_sae(random_sae, random_out, {**meta, "trained": False})
     for model, encoder, out in ((sae, "sae", latents_out), (random_sae, "random", random_latents_out)):
         if out:
-            encode_scored(params, activations, model, encoder, out, job, heldout)
+            encode_scored(params, schema.open_store(activations), model, encoder, out, job, heldout)
     write_text(history_out, json.dumps(record, indent=1))
     checkpoint.unlink(missing_ok=True)
     Path(f"{checkpoint}.key").unlink(missing_ok=True)
@@ -369,17 +370,18 @@ def latents(params: dict, activations, sae, encoder: str, out, job, heldout=()) 
     The scored stimuli: those of the ``heldout`` stores (which the SAE never trained
     on), or without them the evaluation split of ``train_fraction``.
     """
+    from sparsealign import schema
     from sparsealign.sae import load_sae
 
-    encode_scored(params, activations, load_sae(sae), encoder, out, job, heldout)
+    store = schema.open_store(activations)  # a bad store is named before the SAE is read
+    encode_scored(params, store, load_sae(sae), encoder, out, job, heldout)
 
 
-def encode_scored(params: dict, activations, sae, encoder: str, out, job, heldout=()) -> None:
-    """:func:`latents` with an SAE already in memory."""
+def encode_scored(params: dict, store, sae, encoder: str, out, job, heldout=()) -> None:
+    """:func:`latents` with the activations store open and the SAE in memory."""
     from sparsealign import schema
     from sparsealign.latents import encode_store, training_split
 
-    store = schema.open_store(activations)
     ids = store["stimulus"].values
     if heldout:
         held = heldout_ids(heldout)
