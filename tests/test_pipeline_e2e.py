@@ -39,9 +39,24 @@ def test_smoke_pipeline_writes_table_figure_and_report(smoke_run):
     assert "<td>align_pair</td>" in html and "<td>align_recording</td>" in html  # provenance
     assert "cowley2023_v4/responses_raw/responses_210325.npy" in html
     v4 = pd.read_csv(out / "v4" / "alignment.csv")
-    assert set(v4["comparison"]) == {"Neuron→V4", "SAE→V4", "RandomSAE→V4"}
-    assert set(v4["layer"]) == {"conv1", "conv2"} and set(v4["session"].astype(str)) == {"210325"}
-    assert (v4["ceiling"] > 0).all() and v4["normalised"].notna().all()  # 210325 has repeats
+    assert set(v4["comparison"]) == {"Neuron→V4", "SAE→V4", "RandomSAE→V4",
+                                     "SAE→V4 − Neuron→V4", "SAE→V4 − RandomSAE→V4"}
+    assert set(v4["layer"]) == {"conv1", "conv2"}
+    assert set(v4["session"].astype(str)) == {"210325", "190923"}  # each session separately
+    scores = v4[~v4["comparison"].str.contains("−")]
+    repeats = scores["session"].astype(str) == "210325"  # the one session with raw repeats
+    assert (scores[repeats]["ceiling"] > 0).all() and scores[repeats]["normalised"].notna().all()
+    assert scores[~repeats]["ceiling"].isna().all()
+    assert (scores["ci_low"] <= scores["mean"]).all() and (scores["mean"] <= scores["ci_high"]).all()
+    assert (scores["n_seeds"] == 2).all()
+    contrasts = v4[v4["comparison"].str.contains("−")]
+    assert set(contrasts["verdict"]) <= {"gain", "loss", "no difference"} and len(contrasts) == 2 * 2 * 2 * 2
+    summary = pd.read_csv(out / "v4" / "summary.csv")
+    assert summary["ci_low"].notna().all() and "verdict" in summary
+    quality = pd.read_csv(out / "v4" / "sae_quality.csv")
+    assert len(quality) == 2 * 2 * 2  # layers × held-out groups × seeds
+    assert quality["heldout_n_rows"].gt(0).all() and quality["heldout_fvu"].notna().all()
+    assert (out / "toy" / "theory.png").stat().st_size > 10_000 and "theory" in html
     dnn = pd.read_csv(out / "dnn" / "alignment.csv")
     assert set(dnn["system_a"]) == {"cowley_direct_fit"} and "SAE→SAE" in set(dnn["comparison"])
 
@@ -62,7 +77,8 @@ def test_mlflow_has_one_parent_and_one_child_per_job(smoke_run):
     assert all(r.info.status == "FINISHED" for r in children)
     ran = _job_counts(proc.stdout + proc.stderr)
     assert Counter(r.data.tags["snakemake.rule"] for r in children) == ran
-    assert ran["train_sae"] == 2 + 2 + 2  # toy pair, two VGG16 layers, two compact models
+    # toy pair; two VGG16 layers × two held-out groups × two seeds; two compact models
+    assert ran["train_sae"] == 2 + 2 * 2 * 2 + 2 and ran["sae_sweep"] == 2
     sae_run = next(r for r in children if r.data.tags["snakemake.rule"] == "train_sae"
                    and r.data.tags["wildcard.exp"] == "toy")
     assert {"final_fvu", "final_l0"} <= set(sae_run.data.metrics)

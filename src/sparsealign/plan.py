@@ -23,6 +23,7 @@ without rows (toy models) keep the ``train_fraction`` split of their own stimuli
 from __future__ import annotations
 
 import itertools
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -226,8 +227,16 @@ class Plan:
         for c in self.comparisons[experiment]:
             if c.group == group and m in (c.a, c.b):
                 other = c.b if c.a == m else c.a
-                partners[other.key] = other
+                # One member per stimulus set: a new partner shown the same stimuli
+                # changes nothing the SAE holds out (and reruns nothing).
+                partners.setdefault(json.dumps(self.stimuli_signature(other), sort_keys=True), other)
         return list(partners.values())
+
+    def stimuli_signature(self, m: Member):
+        """What fixes a member's stimulus ids: a network's stimulus set, else its store."""
+        if m.kind == "network":
+            return self.stimuli_params(self.config["systems"][m.system]["stimuli"])
+        return m.store
 
     def heldout(self, experiment: str, m: Member, group: int) -> list[str]:
         """The stores of :meth:`heldout_members`."""

@@ -74,7 +74,8 @@ rule train_sae:
     params:
         sae=sae_params,
         activations=lambda w: member_of(w).store,
-        stores=lambda w: store_signatures(*sae_reads(w)),
+        stores=lambda w: store_signatures(member_of(w)),
+        heldout_stimuli=lambda w: as_json([PLAN.stimuli_signature(x) for x in sae_reads(w)[1:]]),
         seed=lambda w: sae_run(w).seed,
         fraction=lambda w: sae_run(w).fraction,
         rows=lambda w: [f"--rows={member_of(w).rows}"] if member_of(w).rows else [],
