@@ -48,7 +48,7 @@ def test_smoke_pipeline_writes_table_figure_and_report(smoke_run):
     assert (scores[repeats]["ceiling"] > 0).all() and scores[repeats]["normalised"].notna().all()
     assert scores[~repeats]["ceiling"].isna().all()
     assert (scores["ci_low"] <= scores["mean"]).all() and (scores["mean"] <= scores["ci_high"]).all()
-    assert (scores["n_seeds"] == 2).all()
+    assert (scores["n_seeds"] == scores["comparison"].map(lambda c: 1 if c == "Neuron→V4" else 2)).all()
     contrasts = v4[v4["comparison"].str.contains("−")]
     assert set(contrasts["verdict"]) <= {"gain", "loss", "no difference"} and len(contrasts) == 2 * 2 * 2 * 2
     summary = pd.read_csv(out / "v4" / "summary.csv")

@@ -1,5 +1,6 @@
-"""Jobs carry only what they read: adding a size, layer, model or session reruns only the
-new jobs; moving the checkout or the data mirror reruns nothing (dry runs after smoke)."""
+"""Jobs carry only what they read: adding a size or model reruns only the new jobs, a
+layer only its network's jobs, a session only its held-out group's; moving the checkout or
+the data mirror reruns nothing (dry runs after smoke)."""
 
 import os
 import re
@@ -38,11 +39,11 @@ def _variant(work, name, change) -> str:
     ("m16", lambda c: c["systems"]["toy"].update(hidden_sizes=[8, 16]),
      {"toy_model": 2, "train_sae": 2, "align_pair": 1, "toy_theory": 1, "summarise": 1,
       "report": 1}),
-    # One forward pass extracts every layer, but the layers already there rerun nothing
-    # downstream: their jobs read the network folder as ancient and carry its signature.
+    # One forward pass extracts every layer: adding one re-extracts the network and redoes
+    # what reads it (3 sweeps, 3 layers × 2 groups × 2 seeds SAEs, 3 layers × 2 sessions).
     ("conv3", lambda c: c["systems"]["vgg16_hed"].update(layers=["conv1", "conv2", "conv3"]),
-     {"extract": 1, "sae_sweep": 1, "train_sae": 2 * 2, "align_recording": 2, "summarise": 1,
-      "report": 1}),
+     {"extract": 1, "sae_sweep": 3, "train_sae": 3 * 2 * 2, "align_recording": 3 * 2,
+      "summarise": 1, "report": 1}),
     # A third model shown the same stimuli changes no SAE's held-out stimuli.
     ("third_model", lambda c: (c["systems"].update(cowley_from_vgg19={
         **c["systems"]["cowley_direct_fit"], "model": "cowley_from_vgg19"}),

@@ -351,16 +351,6 @@ class Plan:
             params["training_rows"] = rows
         return params
 
-    def store_signature(self, m: Member) -> dict:
-        """What a network layer's stores depend on: the network's extraction settings with
-        only this layer. Jobs that read the stores carry it as a param, so they rerun when
-        it changes and not when another layer is added (which rewrites the folder)."""
-        if m.kind != "network":
-            return {}
-        params = self.network_params(m.system)
-        params["layers"] = {m.name: params["layers"][m.name]}
-        return params
-
     def network_stimuli(self, system: str) -> list[str]:
         """Names of the stimulus sets a network's extraction shows it (scoring, training)."""
         spec = self.config["systems"][system]

@@ -40,7 +40,6 @@ rule align_pair:
     params:
         alignment=lambda w: as_json(config["experiments"][w.exp]["alignment"]),
         labels=lambda w: as_json(PLAN.labels(comparison(w))),
-        stores=lambda w: store_signatures(comparison(w).a, comparison(w).b),
         a=lambda w: representation_flags(w, "a-", comparison(w).a),
         b=lambda w: representation_flags(w, "b-", comparison(w).b),
         features=lambda w, input: [f"--features={input.features}"] if "features" in input.keys() else [],
@@ -66,7 +65,6 @@ rule align_recording:
     params:
         alignment=lambda w: as_json(config["experiments"][w.exp]["alignment"]),
         labels=lambda w: as_json(PLAN.labels(comparison(w))),
-        stores=lambda w: store_signatures(comparison(w).a),
         source=lambda w: representation_flags(w, "", comparison(w).a),
         recording=lambda w: comparison(w).b.store,
         target=lambda w: comparison(w).b.labels["target"],

@@ -54,20 +54,10 @@ def as_json(value):
     return json.dumps(value, sort_keys=True)
 
 
-def read_inputs(*members, extra=()):
-    """Inputs of a job that reads these members' stores (plus ``extra`` paths).
-
-    A network's folder is ``ancient``: adding a layer re-extracts the network and rewrites
-    the folder, but a layer's stores change only with its signature
-    (``PLAN.store_signature``), which every reading job carries as a param
-    (:func:`store_signatures`)."""
-    network = {i for m in members if m.kind == "network" for i in m.inputs}
-    paths = dict.fromkeys([i for m in members for i in m.inputs] + list(extra))
-    return [ancient(p) if p in network else p for p in paths]
-
-
-def store_signatures(*members):
-    return as_json({m.key: PLAN.store_signature(m) for m in members if m.kind == "network"})
+def read_inputs(*members):
+    """Inputs of a job that reads these members' stores: their files or folders (a network's
+    folder holds every layer: one forward pass extracts them all), once each."""
+    return list(dict.fromkeys(i for m in members for i in m.inputs))
 
 
 def wildcards_json(wildcards):

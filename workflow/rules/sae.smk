@@ -46,7 +46,6 @@ rule sae_sweep:
     params:
         sae=lambda w: as_json(swept(w)[1]),
         rows=lambda w: swept(w)[0].rows,
-        stores=lambda w: store_signatures(swept(w)[0]),
         wildcards=wildcards_json,
     resources:
         gpu=1,
@@ -74,8 +73,6 @@ rule train_sae:
     params:
         sae=sae_params,
         activations=lambda w: member_of(w).store,
-        stores=lambda w: store_signatures(member_of(w)),
-        heldout_stimuli=lambda w: as_json([PLAN.stimuli_signature(x) for x in sae_reads(w)[1:]]),
         seed=lambda w: sae_run(w).seed,
         fraction=lambda w: sae_run(w).fraction,
         rows=lambda w: [f"--rows={member_of(w).rows}"] if member_of(w).rows else [],
