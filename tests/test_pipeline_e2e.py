@@ -23,6 +23,7 @@ def _job_counts(log: str) -> Counter:
 def test_smoke_pipeline_writes_table_figure_and_report(smoke_run):
     work, _, proc = smoke_run
     assert proc.stdout.strip().splitlines()[-1] == f"report: {work / 'results-smoke' / 'report.html'}"
+    assert "cost of each stage" in proc.stdout and re.search(r"^  train_sae\s+\d+", proc.stdout, re.M)
     out = work / "results-smoke"
     table = pd.read_csv(out / "toy" / "alignment.csv")
     comparisons = set(table["comparison"])
@@ -32,7 +33,7 @@ def test_smoke_pipeline_writes_table_figure_and_report(smoke_run):
     assert table[["mean"]].notna().all().all()
     assert (out / "toy" / "figure.png").stat().st_size > 10_000
     html = (out / "report.html").read_text()
-    assert "data:image/png;base64," in html and "Provenance" in html
+    assert "data:image/png;base64," in html and "Provenance" in html and "Cost of each stage" in html
     for experiment in ("toy", "v4", "dnn"):
         assert f"Experiment: {experiment}" in html
     assert html.count("Per-unit score distributions") == 3 and html.count("Per-layer curves") == 2

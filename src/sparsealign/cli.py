@@ -198,9 +198,23 @@ def run_pipeline(args) -> int:
     code = 0 if dry else _adopt_pulled_outputs(args, config)
     code = code or run_snakemake(_snakemake(args, cores + args.snakemake_args))
     if code == 0 and not dry:
+        _print_costs()
         print(PUBLISH)
         print(f"report: {Path(config['results_dir'], 'report.html').resolve()}")
     return code
+
+
+def _print_costs() -> None:
+    """Each stage's share of this invocation's job time (from MLflow; silent without it)."""
+    from sparsealign.tracking import parent_run_id
+    from sparsealign.tracking.costs import format_costs, stage_costs
+
+    try:
+        text = format_costs(stage_costs(parent_run_id()))
+    except Exception as exc:  # the run succeeded: a tracking hiccup must not fail it
+        text = f"[sparsealign] stage costs unavailable ({type(exc).__name__})"
+    if text:
+        print(text, flush=True)
 
 
 def _adopt_pulled_outputs(args, config) -> int:

@@ -382,6 +382,24 @@ def theory_section(folder: Path) -> str:
             f"<table><tr><th></th>{head}</tr>{rows}</table>")
 
 
+def stage_costs_table() -> str:
+    """HTML: the job time of each stage of this invocation so far (MLflow), if tracked."""
+    from sparsealign.tracking import parent_run_id
+    from sparsealign.tracking.costs import stage_costs
+
+    try:
+        rows = stage_costs(parent_run_id())
+    except Exception:  # the report must not fail because a tracking server is away
+        return ""
+    if not rows:
+        return ""
+    body = "".join(f"<tr><td>{html.escape(r['stage'])}</td><td>{r['jobs']}</td>"
+                   f"<td>{r['seconds'] / 60:.1f}</td><td>{r['share']:.0%}</td></tr>" for r in rows)
+    return ("<p>Summed wall time of this invocation's finished jobs, by rule (jobs run in "
+            "parallel, so the sum exceeds the elapsed time).</p><table><tr><th>stage</th>"
+            f"<th>jobs</th><th>minutes</th><th>share</th></tr>{body}</table>")
+
+
 def job_runs(paths) -> dict:
     """file → (rule, MLflow run id) of the job whose logged output hash matches it now."""
     from sparsealign import provenance, tracking
@@ -472,6 +490,9 @@ def _page(scratch: Path, summaries, figures, histories, experiments, mirror_file
         curves = scratch / "sae_training_curves.png"
         training_curves_figure(histories, curves)
         sections.append(f"<section><h2>SAE training curves</h2>{_img(curves)}</section>")
+    costs = stage_costs_table()
+    if costs:
+        sections.append(f"<section><h2>Cost of each stage</h2>{costs}</section>")
     state = git_state()
     provenance = {"git commit": state["git_commit"], "git dirty": state["git_dirty"],
                   "config sha": config_sha or "—", "MLflow parent run": parent_run_id() or "—"}
