@@ -58,6 +58,16 @@ def test_smoke_pipeline_writes_table_figure_and_report(smoke_run):
     assert len(quality) == 2 * 2 * 2  # layers × held-out groups × seeds
     assert quality["heldout_n_rows"].gt(0).all() and quality["heldout_fvu"].notna().all()
     assert (out / "toy" / "theory.png").stat().st_size > 10_000 and "theory" in html
+    # The SAE training rows of the smoke config: 4 positions of each of the 144 images.
+    import zarr
+
+    from sparsealign import schema
+
+    rows = zarr.open_group(out / "systems" / "vgg16_hed" / "conv2.rows.zarr", mode="r")
+    assert rows["responses"].shape == (144 * 4, 128) and rows["responses"].dtype == "float16"
+    assert rows["image"].shape == (144,) and rows["image_index"][:].max() == 143
+    centre = schema.open_store(out / "systems" / "vgg16_hed" / "conv2.zarr")
+    assert set(centre["stimulus"].values) == set(rows["image"][:])  # one pass serves both
     dnn = pd.read_csv(out / "dnn" / "alignment.csv")
     assert set(dnn["system_a"]) == {"cowley_direct_fit"} and "SAE→SAE" in set(dnn["comparison"])
 
