@@ -37,6 +37,7 @@ from pathlib import Path
 from sparsealign.atomic import write_text
 from sparsealign.errors import SparsealignError, fail
 from sparsealign.provenance import file_md5
+from sparsealign.tracking.reaper import pid_alive
 
 RAW_DIR = Path("data/raw")
 DVC_CACHE = Path(".dvc/cache/files/md5")
@@ -62,17 +63,6 @@ def prepare_workspace(results_dir, local: bool = True) -> dict:
     return {f"dvc.{path}": md5 for path, md5 in verify_raw_inputs().items()}
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
 
 def sweep_stale_temp(root) -> list[Path]:
     """Remove ``*.tmp-<pid>`` / ``*.old-<pid>`` under ``root`` whose writer is dead.
@@ -88,7 +78,7 @@ def sweep_stale_temp(root) -> list[Path]:
     for folder, dirs, files in os.walk(root):
         for name in list(dirs) + files:
             match = TEMP_NAME.search(name)
-            if match and not _pid_alive(int(match.group(1))):
+            if match and not pid_alive(int(match.group(1))):
                 path = Path(folder) / name
                 shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
                 removed.append(path)
