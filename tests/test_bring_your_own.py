@@ -53,10 +53,12 @@ def test_readme_bring_your_own_runs_to_the_report(tmp_path):
     out = work / "results-my-study"
     assert f"report: {out / 'report.html'}" in proc.stdout
     table = pd.read_csv(out / "net_to_v1" / "alignment.csv")
-    assert set(table["comparison"]) == {"Neuron→V1", "SAE→V1", "RandomSAE→V1"}
+    assert set(table["comparison"]) == {"Neuron→V1", "SAE→V1", "RandomSAE→V1",
+                                        "SAE→V1 − Neuron→V1", "SAE→V1 − RandomSAE→V1"}
     assert set(table["layer"]) == {"conv1", "conv2"} and (table["n_stimuli"] == 48).all()
-    # The npz had a repeat axis: the rows carry the split-half noise ceiling.
-    assert table["ceiling"].notna().all()
+    # The npz had a repeat axis: the score rows carry the split-half noise ceiling.
+    scores = table[~table["comparison"].str.contains("−")]
+    assert scores["ceiling"].notna().all() and scores["ci_low"].notna().all()
     ridge = table[(table["metric"] == "ridge") & (table["comparison"] == "Neuron→V1")]
     assert (ridge["mean"] > 0.3).all()  # the recording is a noisy linear read-out of colour
     html = (out / "report.html").read_text()
