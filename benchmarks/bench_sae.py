@@ -72,14 +72,98 @@ def cached_activations(cache: Path, n: int, d: int) -> Path:
 
 # ---- one (library, size) run, in its own process ----------------------------------------
 
-def train_sparsealign(x, spec):
-    from sparsealign.sae import SAEConfig, train_sae
+def toy_activations(n: int, d: int = 32, n_features: int = 64, p: float = 0.1,
+                    seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The toy study's statistics without training a toy model: ``n_features`` sparse
+    features (active with probability ``p``, U[0, 1] when active) through a random
+    Xavier-normal ReLU layer to ``d`` units. Returns ``(features, activations)``, float32."""
+    import torch
 
-    cfg = SAEConfig(architecture="topk", n_latents=spec["latents"], k=spec["k"],
-                    batch_size=spec["batch"], lr=spec["lr"], seed=0, device=spec["device"],
-                    dead_tokens=10**12, log_every=10**9)
-    sae, _ = train_sae(x, cfg)
+    from sparsealign.models.toy import sample_features
+
+    generator = torch.Generator().manual_seed(seed)
+    features = sample_features(generator, n, n_features, p)
+    weights = torch.randn(n_features, d, generator=generator) * (2 / (n_features + d)) ** 0.5
+    return features.numpy(), torch.relu(features @ weights).numpy()
+
+
+def sae_config(x, spec):
+    """sparsealign's config for a spec (AuxK on when ``spec["aux"]``, else off)."""
+    from sparsealign.sae import SAEConfig
+
+    aux = spec.get("aux", False)
+    return SAEConfig(architecture="topk", n_latents=spec["latents"], k=spec["k"],
+                     batch_size=spec["batch"], lr=spec["lr"], seed=0, device=spec["device"],
+                     aux_k_coef=0.1 if aux else 0.0,
+                     dead_tokens=spec.get("dead_tokens", 100_000) if aux else 10**12,
+                     log_every=spec.get("log_every", 10**9),
+                     shuffle_window_rows=spec.get("shuffle_window_rows", 262_144))
+
+
+def train_sparsealign(x, spec):
+    """``x`` an array, or the path of a rows/activations store (the streamed path)."""
+    from sparsealign.sae import train_sae
+
+    sae, _ = train_sae(x, sae_config(x, spec))
     return lambda h: sae(h)
+
+
+def train_reference(x, spec):
+    """The minimal plain-torch TopK loop doing sparsealign's work, with the same AuxK term:
+    tied initialisation (unit decoder rows, encoder = 3^-1/2 × decoder), biases from the first
+    batch, a shuffled pass over the rows, dense top-k code, unit-norm decoder with the
+    gradient projected off its rows, Adam, and the dead-latent counter AuxK reads."""
+    import torch
+
+    device, k, n_latents, batch = spec["device"], spec["k"], spec["latents"], spec["batch"]
+    aux_coef = 0.1 if spec.get("aux", False) else 0.0
+    dead_tokens = spec.get("dead_tokens", 100_000)
+    x = torch.from_numpy(np.ascontiguousarray(x))
+    d = x.shape[1]
+    generator = torch.Generator().manual_seed(0)
+    w_dec = torch.randn(n_latents, d, generator=generator)
+    w_dec /= w_dec.norm(dim=1, keepdim=True)
+    w_enc = (w_dec * 3 ** -0.5).to(device).requires_grad_()
+    w_dec = w_dec.to(device).requires_grad_()
+    b_enc = torch.zeros(n_latents, device=device, requires_grad=True)
+    b_dec = torch.zeros(d, device=device, requires_grad=True)
+    opt = torch.optim.Adam([w_enc, b_enc, w_dec, b_dec], lr=spec["lr"], fused=True)
+    since_fired = torch.zeros(n_latents, dtype=torch.long, device=device)
+    order = torch.randperm(len(x), generator=generator)
+    for start in range(0, len(x), batch):
+        h = x[order[start:start + batch]].to(device)
+        if start == 0:
+            with torch.no_grad():
+                b_dec.copy_(h.mean(0))
+                b_enc.copy_(-(w_enc @ b_dec))
+        pre = h @ w_enc.T + b_enc
+        values, indices = pre.topk(k, dim=1, sorted=False)
+        z = torch.zeros_like(pre).scatter(1, indices, values.relu())
+        x_hat = z @ w_dec + b_dec
+        loss = (x_hat - h).pow(2).mean()
+        dead = since_fired >= dead_tokens
+        if aux_coef and bool(dead.any()):
+            masked = pre.detach().masked_fill(~dead, float("-inf"))
+            aux_idx = masked.topk(min(d // 2, n_latents), dim=1, sorted=False).indices
+            aux_val = pre.gather(1, aux_idx).relu() * dead[aux_idx]
+            e_hat = torch.zeros_like(pre).scatter(1, aux_idx, aux_val) @ w_dec
+            loss = loss + aux_coef * (e_hat - (h - x_hat).detach()).pow(2).mean()
+        loss.backward()
+        with torch.no_grad():
+            w_dec.grad -= (w_dec.grad * w_dec).sum(1, keepdim=True) * w_dec
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            w_dec /= w_dec.norm(dim=1, keepdim=True)
+            fired = torch.zeros(n_latents, dtype=torch.bool, device=device)
+            fired[indices[values > 0]] = True
+            since_fired = torch.where(fired, 0, since_fired + len(h))
+
+    def reconstruct(h):
+        pre = h @ w_enc.T + b_enc
+        values, indices = pre.topk(k, dim=1)
+        return torch.zeros_like(pre).scatter(1, indices, values.relu()) @ w_dec + b_dec
+    return reconstruct
 
 
 def train_sae_lens(x, spec):
@@ -136,8 +220,43 @@ def train_sparsify(x, spec):
 
 
 TRAINERS = {"sparsealign": train_sparsealign, "sae-lens": train_sae_lens,
-            "sparsify": train_sparsify}
-MODULES = {"sparsealign": "sparsealign.sae", "sae-lens": "sae_lens", "sparsify": "sparsify"}
+            "sparsify": train_sparsify, "reference": train_reference}
+MODULES = {"sparsealign": "sparsealign.sae", "sae-lens": "sae_lens", "sparsify": "sparsify",
+           "reference": "torch"}
+
+
+def held_out_fvu(reconstruct, held_out, device="cpu") -> float:
+    """FVU of a trained SAE on held-out rows, computed the same way for every library."""
+    import torch
+
+    with torch.no_grad():
+        h = torch.from_numpy(np.ascontiguousarray(held_out, dtype=np.float32)).to(device)
+        x_hat = torch.cat([reconstruct(h[i:i + 1024]).float() for i in range(0, len(h), 1024)])
+        return ((x_hat - h).pow(2).sum() / (h - h.mean(0)).pow(2).sum()).item()
+
+
+def time_in_process(data, spec, names, repeats=3, rows=None):
+    """Train each of ``names`` on ``data`` ``repeats`` times, in alternating order, in this
+    process; return ``{name: {"steps_per_s": best, "each": [...], "reconstruct": ...}}``.
+
+    ``data`` is an array or a store path; ``rows`` is its number of rows (needed for a
+    path). One short run of each first pays the first-call costs, untimed.
+    """
+    rows = len(data) if rows is None else rows
+    steps = -(-rows // spec["batch"])
+    warm = data[:WARMUP_STEPS * spec["batch"]] if isinstance(data, np.ndarray) else None
+    out = {name: {"each": []} for name in names}
+    for name in names:
+        if warm is not None:
+            TRAINERS[name](warm, spec)
+    for repeat in range(repeats):
+        for name in names if repeat % 2 == 0 else names[::-1]:
+            start = time.perf_counter()
+            out[name]["reconstruct"] = TRAINERS[name](data, spec)
+            out[name]["each"].append(steps / (time.perf_counter() - start))
+    for result in out.values():
+        result["steps_per_s"] = max(result["each"])
+    return out
 
 
 def peak_rss_mib() -> float:
@@ -165,10 +284,7 @@ def run_worker(lib: str, spec: dict) -> dict:
     if spec["device"].startswith("cuda"):
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
-    with torch.no_grad():
-        h = torch.from_numpy(held_out).to(spec["device"])
-        x_hat = torch.cat([reconstruct(h[i:i + 1024]).float() for i in range(0, len(h), 1024)])
-        fvu = ((x_hat - h).pow(2).sum() / (h - h.mean(0)).pow(2).sum()).item()
+    fvu = held_out_fvu(reconstruct, held_out, spec["device"])
     result = {"library": lib, "rows": len(x), "seconds": seconds,
               "activations_per_s": len(x) / seconds, "fvu": fvu,
               "peak_rss_mib": peak_rss_mib(), "rss_growth_mib": peak_rss_mib() - rss_before}
