@@ -112,7 +112,8 @@ def train_reference(x, spec):
     """The minimal plain-torch TopK loop doing sparsealign's work, with the same AuxK term:
     tied initialisation (unit decoder rows, encoder = 3^-1/2 × decoder), biases from the first
     batch, a shuffled pass over the rows, dense top-k code, unit-norm decoder with the
-    gradient projected off its rows, Adam, and the dead-latent counter AuxK reads."""
+    gradient projected off its rows, fused Adam, and the dead-latent counter AuxK reads.
+    ``spec["init"] = "plain"``: independent random encoder rows and zero biases instead."""
     import torch
 
     device, k, n_latents, batch = spec["device"], spec["k"], spec["latents"], spec["batch"]
@@ -121,9 +122,15 @@ def train_reference(x, spec):
     x = torch.from_numpy(np.ascontiguousarray(x))
     d = x.shape[1]
     generator = torch.Generator().manual_seed(0)
+    tied = spec.get("init", "tied") == "tied"
     w_dec = torch.randn(n_latents, d, generator=generator)
     w_dec /= w_dec.norm(dim=1, keepdim=True)
-    w_enc = (w_dec * 3 ** -0.5).to(device).requires_grad_()
+    if tied:
+        w_enc = w_dec * 3 ** -0.5
+    else:   # independent rows, PyTorch's default Linear scale; biases stay at 0
+        w_enc = torch.randn(n_latents, d, generator=generator)
+        w_enc *= 3 ** -0.5 / w_enc.norm(dim=1, keepdim=True)
+    w_enc = w_enc.to(device).requires_grad_()
     w_dec = w_dec.to(device).requires_grad_()
     b_enc = torch.zeros(n_latents, device=device, requires_grad=True)
     b_dec = torch.zeros(d, device=device, requires_grad=True)
@@ -132,7 +139,7 @@ def train_reference(x, spec):
     order = torch.randperm(len(x), generator=generator)
     for start in range(0, len(x), batch):
         h = x[order[start:start + batch]].to(device)
-        if start == 0:
+        if start == 0 and tied:
             with torch.no_grad():
                 b_dec.copy_(h.mean(0))
                 b_enc.copy_(-(w_enc @ b_dec))
