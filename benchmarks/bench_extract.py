@@ -1,0 +1,149 @@
+"""Extraction (``sparsealign.extract.extract_network``) against a bare ``no_grad`` loop.
+
+    python benchmarks/bench_extract.py [--quick] [--model cowley_direct_fit] [--device cpu]
+
+The same random 112×112 RGB images, the same batch, the same model: the bare loop builds the
+network and runs ``torch.no_grad`` forward passes up to the deepest requested layer (what
+``extract_network`` computes, as it stops each pass there); ``extract_network`` also reduces
+and writes the scoring stores, and with ``rows`` streams the SAE training rows to Zarr on
+its writer thread. Runs alternate; the best wall time of each is reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+LAYERS = {"layer2": None, "layer4": None}     # as config/config.yaml's compact models
+
+
+def make_images(n: int, seed: int = 0, size: int = 112) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+
+
+def _truncated(net, last: str):
+    """``net`` up to and including its child ``last`` when it is an ``nn.Sequential``."""
+    import torch
+
+    names = [name for name, _ in net.named_children()]
+    if isinstance(net, torch.nn.Sequential) and last in names:
+        return net[:names.index(last) + 1]
+    return net
+
+
+def bare_loop(model: str, images, batch_size: int, device: str = "cpu") -> None:
+    import torch
+
+    from sparsealign.models import get_model
+
+    spec = get_model(model)
+    last = spec.layers[list(LAYERS)[-1]]
+    net = _truncated(spec.build().to(device).eval(), last)
+    with torch.no_grad():
+        for start in range(0, len(images), batch_size):
+            out = net(spec.preprocess(images[start:start + batch_size]).to(device))
+    if device.startswith("cuda"):
+        out.cpu()
+
+
+def run_extract(model, images, out_dir: Path, batch_size: int, rows, device="cpu"):
+    from sparsealign.extract import extract_network
+
+    ids = [f"img{i:05d}" for i in range(len(images))]
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    return extract_network(model, ids, images, LAYERS, out_dir, batch_size=batch_size,
+                           rows=rows)
+
+
+def _bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def measure(model: str, n_images: int, batch_size: int, repeats: int, rows_settings: dict,
+            device: str = "cpu") -> dict:
+    """Best wall seconds of the bare loop, of extraction, and of extraction with rows;
+    bytes the rows stores hold on disk and in memory (uncompressed)."""
+    import contextlib
+    import io
+
+    images = make_images(n_images)
+    runs = {"bare": [], "extract": [], "extract+rows": []}
+    written = {}
+    with tempfile.TemporaryDirectory(prefix="sparsealign-extract-") as tmp:
+        tmp = Path(tmp)
+        quiet = contextlib.redirect_stdout(io.StringIO())
+        with quiet:
+            bare_loop(model, images[:batch_size], batch_size, device)      # first-call costs
+        for repeat in range(repeats):
+            order = list(runs) if repeat % 2 == 0 else list(runs)[::-1]
+            for name in order:
+                start = time.perf_counter()
+                with contextlib.redirect_stdout(io.StringIO()):
+                    if name == "bare":
+                        bare_loop(model, images, batch_size, device)
+                    else:
+                        out = run_extract(model, images, tmp / name, batch_size,
+                                          rows_settings if name == "extract+rows" else None,
+                                          device)
+                runs[name].append(time.perf_counter() - start)
+                if name == "extract+rows":
+                    import zarr
+
+                    paths = [layer["rows"] for layer in out.values()]
+                    written = {"disk": sum(_bytes(p) for p in paths),
+                               "raw": sum(zarr.open_group(p, mode="r")["responses"].nbytes
+                                          for p in paths)}
+    return {"seconds": {k: min(v) for k, v in runs.items()}, "each": runs, **written}
+
+
+def extract_rows(quick: bool, model: str = "cowley_direct_fit") -> list:
+    import torch
+
+    from common import Row, unavailable
+
+    torch.set_num_threads(1)
+    n, batch, repeats = (64, 32, 2) if quick else (256, 32, 3)
+    rows_settings = {"positions": 16}
+    what = f"{model}, {n} images of 112 px, batch {batch}, 1 thread"
+    try:
+        m = measure(model, n, batch, repeats, rows_settings)
+    except Exception as exc:  # e.g. the data mirror with the model's weights is missing
+        return [unavailable("extraction", f"images/s, {what}", f"{type(exc).__name__}: {exc}",
+                            ">= 0.95")]
+    s = m["seconds"]
+    each = ", ".join(f"{k} " + "/".join(f"{v:.2f}" for v in vals) for k, vals in m["each"].items())
+    return [
+        Row("extraction", f"images/s, extract_network (no rows store), {what}",
+            n / s["extract"], "img/s", "bare no_grad loop", n / s["bare"], goal=">= 0.95",
+            note=f"wall s, each run: {each}"),
+        Row("extraction", "wall with the rows store (16 positions, float16) / without",
+            s["extract+rows"], "s", "extract_network without rows", s["extract"],
+            goal="<= 1.15",
+            note=f"{n / s['extract+rows']:.1f} img/s; rows written {m['raw'] / 2**20 / s['extract+rows']:.1f} "
+                 f"MB/s uncompressed, {m['disk'] / 2**20 / s['extract+rows']:.1f} MB/s to disk"),
+    ]
+
+
+def main(argv=None) -> None:
+    from common import print_table
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--model", default="cowley_direct_fit")
+    args = parser.parse_args(argv)
+    print(f"load average at start: {os.getloadavg()}")
+    print_table(extract_rows(args.quick, args.model), "extraction")
+
+
+if __name__ == "__main__":
+    main()
