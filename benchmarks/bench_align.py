@@ -60,11 +60,13 @@ def _sklearn_cv_ridge(x, y, folds):
         alphas=DEFAULT_ALPHAS, alpha_per_target=True).fit(xtr, ytr).predict(xte))
 
 
-def _himalaya_cv_ridge(x, y, folds):
+def _himalaya_cv_ridge(x, y, folds, backend="numpy"):
+    from himalaya.backend import set_backend, to_numpy
     from himalaya.ridge import RidgeCV as HimalayaRidgeCV
 
-    return _reference_cv_ridge(x, y, folds, lambda xtr, ytr, xte: HimalayaRidgeCV(
-        alphas=np.asarray(DEFAULT_ALPHAS)).fit(xtr, ytr).predict(xte))
+    set_backend(backend)
+    return _reference_cv_ridge(x, y, folds, lambda xtr, ytr, xte: to_numpy(HimalayaRidgeCV(
+        alphas=np.asarray(DEFAULT_ALPHAS)).fit(xtr, ytr).predict(xte)))
 
 
 def ridge_data(n, p, q, seed=0):
@@ -76,17 +78,17 @@ def ridge_data(n, p, q, seed=0):
     return x, y, fold_labels(n, 5, seed=0)
 
 
-def himalaya_worker(n, p, q) -> dict:
+def himalaya_worker(n, p, q, backend="numpy") -> dict:
     """Run in the worker process: himalaya's RidgeCV in every outer fold."""
     x, y, folds = ridge_data(n, p, q)
-    scores, seconds = _timed(_himalaya_cv_ridge, x, y, folds)
+    scores, seconds = _timed(_himalaya_cv_ridge, x, y, folds, backend)
     return {"seconds": seconds, "folds": scores}
 
 
-def run_himalaya(n, p, q, python) -> dict | str:
+def run_himalaya(n, p, q, python, backend="numpy") -> dict | str:
     """``himalaya_worker`` under ``python``; a string saying why when it could not run."""
-    proc = subprocess.run([python, __file__, "--himalaya-worker", str(n), str(p), str(q)],
-                          capture_output=True, text=True)
+    proc = subprocess.run([python, __file__, "--himalaya-worker", str(n), str(p), str(q),
+                           backend], capture_output=True, text=True)
     if proc.returncode != 0:
         return (proc.stderr.strip().splitlines() or ["?"])[-1][:160]
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -189,10 +191,11 @@ def main():
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     parser.add_argument("--python", default=os.environ.get("BENCH_PYTHON", sys.executable),
                         help="interpreter with himalaya installed")
-    parser.add_argument("--himalaya-worker", nargs=3, type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--himalaya-worker", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.himalaya_worker:
-        print(json.dumps(himalaya_worker(*args.himalaya_worker)))
+        n, p, q, backend = args.himalaya_worker
+        print(json.dumps(himalaya_worker(int(n), int(p), int(q), backend)))
         return
     print(f"load average at start: {os.getloadavg()}; cores: {os.cpu_count()}")
     if args.quick:

@@ -40,6 +40,22 @@ def _truncated(net, last: str):
     return net
 
 
+def on_cuda(name: str = "cowley_direct_fit"):
+    """A ModelSpec of the registered model ``name`` whose network is built on CUDA (for
+    ``extract_network``, which runs a model where ``build`` puts it)."""
+    from dataclasses import replace
+
+    from sparsealign.models import get_model
+
+    base = get_model(name)
+    return replace(base, build=lambda: base.build().cuda())
+
+
+def cowley_direct_fit_cuda():
+    """``bench_extract:cowley_direct_fit_cuda`` for :func:`sparsealign.models.get_model`."""
+    return on_cuda("cowley_direct_fit")
+
+
 def bare_loop(model: str, images, batch_size: int, device: str = "cpu") -> None:
     import torch
 

@@ -218,7 +218,8 @@ def train_sparsify(x, spec):
         if step == 0:
             sae.b_dec.data = h.mean(0)
         sae.set_decoder_norm_to_unit_norm()
-        out = sae(h)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.startswith("cuda")):
+            out = sae(h)   # bf16 on CUDA, as sparsealign and SAELens run there
         did_fire = torch.zeros(sae.num_latents, dtype=torch.bool, device=device)
         did_fire[out.latent_indices.flatten()] = True
         total_fvu += float(out.fvu.detach())
