@@ -128,7 +128,7 @@ def extract_rows(quick: bool, model: str = "cowley_direct_fit") -> list:
     from common import Row, unavailable
 
     torch.set_num_threads(1)
-    n, batch, repeats = (64, 32, 2) if quick else (256, 32, 3)
+    n, batch, repeats = (128, 32, 2) if quick else (256, 32, 3)
     rows_settings = {"positions": 16}
     what = f"{model}, {n} images of 112 px, batch {batch}, 1 thread"
     try:

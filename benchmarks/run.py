@@ -65,10 +65,13 @@ def main(argv=None) -> int:
     for name in args.only.split(","):
         print(f"\n--- {name} ---", flush=True)
         try:
-            rows += _section(name, args.quick, args.python)
+            section = _section(name, args.quick, args.python)
         except Exception as exc:   # one broken section must not hide the others' rows
             traceback.print_exc()
-            rows.append(unavailable(name, f"section {name}", f"{type(exc).__name__}: {exc}"))
+            section = [unavailable(name, f"section {name}", f"{type(exc).__name__}: {exc}")]
+        print_table(section, f"{name} done {now()}, load average {load_average()}")
+        sys.stdout.flush()
+        rows += section
     load_end = load_average()
     print_table(rows, f"sparsealign benchmarks ({mode}), started {started}, finished {now()}; "
                       f"load average {load_start} at start, {load_end} at end "

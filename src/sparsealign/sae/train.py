@@ -22,8 +22,7 @@ from sparsealign.atomic import atomic_path
 from sparsealign.errors import fail
 from sparsealign.sae import metrics
 from sparsealign.sae.config import SAEConfig
-from sparsealign.sae.data import (ArraySource, Prefetcher, as_source, iter_batches,
-                                  n_batches)
+from sparsealign.sae.data import Prefetcher, as_source, iter_batches, n_batches
 from sparsealign.sae.variants import build_sae
 
 CHECKPOINT_FORMAT = "sparsealign-sae-checkpoint/1"
@@ -144,9 +143,10 @@ def train_sae(data, cfg: SAEConfig, *, init=None, log_fn=None, checkpoint=None,
     while state.epoch < cfg.epochs:
         batches = iter_batches(source, cfg.batch_size, cfg.shuffle_window_rows, cfg.seed,
                                state.epoch, state.batch)
-        if isinstance(source, ArraySource) and device.type == "cpu":
-            # An in-memory gather is a few microseconds per batch on the training thread; a
-            # prefetch thread would cost more in hand-offs (and GIL switches) than it saves.
+        if device.type == "cpu":
+            # A batch is a gather from memory (an array) or a slice of a window read and
+            # shuffled ahead by iter_batches' reader thread (a store): a few microseconds on
+            # the training thread, less than a prefetch thread's hand-offs and GIL switches.
             batches = _Inline(batches)
         else:
             batches = Prefetcher(batches, depth=prefetch, pin=device.type == "cuda")
