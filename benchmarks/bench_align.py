@@ -61,10 +61,10 @@ def _sklearn_cv_ridge(x, y, folds):
 
 
 def _himalaya_cv_ridge(x, y, folds, backend="numpy"):
-    from himalaya.backend import set_backend, to_numpy
+    from himalaya.backend import set_backend
     from himalaya.ridge import RidgeCV as HimalayaRidgeCV
 
-    set_backend(backend)
+    to_numpy = set_backend(backend).to_numpy
     return _reference_cv_ridge(x, y, folds, lambda xtr, ytr, xte: to_numpy(HimalayaRidgeCV(
         alphas=np.asarray(DEFAULT_ALPHAS)).fit(xtr, ytr).predict(xte)))
 
