@@ -32,6 +32,8 @@ class Row:
     note: str = ""
 
     def __post_init__(self):
+        if self.met is not None:
+            self.met = bool(self.met)
         if self.ratio is None and self.value is not None and self.baseline_value:
             self.ratio = self.value / self.baseline_value
         if self.met is None and self.goal and self.ratio is not None:

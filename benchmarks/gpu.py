@@ -159,7 +159,8 @@ def extract_rows() -> list[Row]:
             Row("GPU extraction", "wall with the rows store (16 positions) / without",
                 s["extract+rows"], "s", "extract_network without rows", s["extract"],
                 goal="<= 1.15",
-                note=f"rows written {m['raw'] / 2**20 / s['extract+rows']:.1f} MB/s")]
+                note=f"rows written {m['written']['extract+rows']['raw'] / 2**20 / s['extract+rows']:.1f}"
+                     " MB/s")]
 
 
 def main(argv=None) -> int:
