@@ -96,6 +96,9 @@ def train_sae(data, cfg: SAEConfig, *, init=None, log_fn=None, checkpoint=None,
         ``cfg.log_every`` steps and at the end), e.g. to log to MLflow in batches.
     checkpoint : optional file path. If it exists the run resumes from it (its config must
         match); it is rewritten atomically every ``checkpoint_every`` steps and at the end.
+    prefetch : on CUDA, batches a thread prepares (pinned) ahead of the step. On CPU batches
+        come straight from :func:`~sparsealign.sae.data.iter_batches`, whose reader thread
+        already reads (and, for a store, shuffles) the next window ahead.
 
     Returns
     -------
