@@ -83,19 +83,26 @@ def print_table(rows: list[Row], header: str) -> None:
             print(" " * (widths[0] + 2) + f"↳ {r.note}")
 
 
-def append_csv(rows: list[Row], mode: str, started: str, load_start: str, load_end: str,
-               path: Path | None = None) -> Path:
-    """Append the rows to ``results/benchmarks.csv`` (one line per row, with the run's
-    date, mode, load averages, host and git commit)."""
+def git_commit() -> str:
+    """The checkout's short commit (with ``+dirty`` if tracked files differ), or ""."""
     import subprocess
 
+    def git(*args):
+        return subprocess.run(["git", *args], capture_output=True, text=True,
+                              cwd=Path(__file__).parent).stdout.strip()
+    try:
+        commit = git("rev-parse", "--short", "HEAD")
+        return commit + ("+dirty" if commit and git("status", "--porcelain", "-uno") else "")
+    except OSError:
+        return ""
+
+
+def append_csv(rows: list[Row], mode: str, started: str, load_start: str, load_end: str,
+               commit: str, path: Path | None = None) -> Path:
+    """Append the rows to ``results/benchmarks.csv`` (one line per row, with the run's
+    date, mode, load averages, host and the git commit of its code at the start)."""
     path = path or RESULTS / "benchmarks.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True, cwd=Path(__file__).parent).stdout.strip()
-    except OSError:
-        commit = ""
     meta = {"date": started, "mode": mode, "load_start": load_start, "load_end": load_end,
             "host": platform.node(), "cores": os.cpu_count(), "commit": commit}
     names = list(meta) + [f.name for f in fields(Row)]

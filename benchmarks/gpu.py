@@ -27,8 +27,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 sys.path.insert(0, str(HERE))
 
-from common import (Row, append_csv, load_average, now, print_table, timed,  # noqa: E402
-                    unavailable)
+from common import (Row, append_csv, git_commit, load_average, now,  # noqa: E402
+                    print_table, timed, unavailable)
 
 #: Nominal dense bf16 tensor-core peak (TFLOP/s, no sparsity) by device-name substring.
 BF16_PEAK_TFLOPS = {"H200": 989.0, "H100 SXM": 989.0, "H100 NVL": 835.0, "H100 PCIe": 756.0,
@@ -177,7 +177,7 @@ def main(argv=None) -> int:
               f"({torch.__version__}); these benchmarks need an NVIDIA GPU. Nothing was run.",
               file=sys.stderr)
         return 2
-    started, load_start = now(), load_average()
+    started, load_start, commit = now(), load_average(), git_commit()
     print(f"GPU benchmarks {started} on {torch.cuda.get_device_name()}; peers under "
           f"{args.python}", flush=True)
     sections = {"sae": lambda: sae_rows(args.python, args.sae_steps),
@@ -196,7 +196,7 @@ def main(argv=None) -> int:
         print(f"--- {name}: {time.perf_counter() - start:.0f} s", flush=True)
     print_table(rows, f"GPU benchmarks, {started} to {now()}, {torch.cuda.get_device_name()}")
     if not args.no_csv:
-        append_csv(rows, "gpu", started, load_start, load_average())
+        append_csv(rows, "gpu", started, load_start, load_average(), commit)
     return 0
 
 

@@ -24,7 +24,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 sys.path.insert(0, str(HERE))
 
-from common import Row, append_csv, load_average, now, print_table, unavailable  # noqa: E402
+from common import (Row, append_csv, git_commit, load_average, now, print_table,  # noqa: E402
+                    unavailable)
 
 SECTIONS = ("toy", "dnn", "streamed", "extract", "ridge")
 
@@ -58,7 +59,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("TQDM_DISABLE", "1")
     mode = "quick" if args.quick else "full"
-    started, load_start = now(), load_average()
+    started, load_start, commit = now(), load_average(), git_commit()
     print(f"sparsealign benchmarks ({mode}) {started}; load average {load_start}; "
           f"{os.cpu_count()} cores; peers under {args.python}", flush=True)
     rows: list[Row] = []
@@ -80,7 +81,7 @@ def main(argv=None) -> int:
     print(f"\n{sum(r.met is True for r in rows)} of {sum(bool(r.goal) for r in rows)} goals "
           f"met" + (f"; not met or not measured: {len(missed)}" if missed else ""))
     if not args.no_csv:
-        print(f"appended to {append_csv(rows, mode, started, load_start, load_end)}")
+        print(f"appended to {append_csv(rows, mode, started, load_start, load_end, commit)}")
     return 0
 
 
