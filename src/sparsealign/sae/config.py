@@ -99,7 +99,8 @@ class SAEConfig:
     decoder_impl: str = "auto"
     """TopK family: ``sparse`` (gather / embedding-bag decoder and encoder gradient, never
     a dense batch × latents product in the backward pass), ``dense``, or ``auto`` (sparse
-    when k ≤ n_latents / 8)."""
+    when k ≤ n_latents / 8 and n_latents ≥ 512; below that the dense products are cheaper
+    than the sparse kernels' fixed costs). Both give the same SAE up to floating point."""
 
     device: str = "auto"
     """``auto`` (CUDA if available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``."""

@@ -277,28 +277,37 @@ def iter_batches(source, batch_size: int, window_rows: int, seed: int, epoch: in
                  start_batch: int = 0):
     """Yield the float32 (≤ batch_size, d) batches of ``epoch`` from batch ``start_batch`` on.
 
-    The next window is read in the background while this one is served, so at most two
-    windows are in memory and a window boundary does not stall the consumer.
+    The next window is read in the background while this one is served, so a window
+    boundary does not stall the consumer. A store's window is also shuffled there, as one
+    gather, so that batches are slices of it (views: nothing is left to do per batch on
+    the consumer's thread); at most two windows are held, and a third for the moment of
+    that gather. An in-memory array (one window, the array itself) is not copied: each
+    batch is gathered from it.
     """
     plan = EpochPlan(source.n_rows, source.block_rows, window_rows, seed, epoch,
                      source.blocks)
     start_row = start_batch * batch_size
     first = int(np.searchsorted(plan.starts, start_row, side="right") - 1)
+    shuffle_on_read = not isinstance(source, ArraySource)
     pending, n_pending = [], 0
     with ThreadPoolExecutor(max_workers=1) as reader:
-        upcoming = reader.submit(_read_window, source, plan.windows[first]) \
-            if first < len(plan.windows) else None
+        def submit(w):
+            perm = plan.permutation(w) if shuffle_on_read else None
+            return reader.submit(_read_window, source, plan.windows[w], perm)
+
+        upcoming = submit(first) if first < len(plan.windows) else None
         for w in range(first, len(plan.windows)):
             data = upcoming.result()
             if w + 1 < len(plan.windows):
-                upcoming = reader.submit(_read_window, source, plan.windows[w + 1])
-            perm = plan.permutation(w)
+                upcoming = submit(w + 1)
+            perm = None if shuffle_on_read else plan.permutation(w)
             pos = start_row - int(plan.starts[w]) if w == first else 0
-            while pos < perm.size:
-                take = perm[pos:pos + batch_size - n_pending]
-                pending.append(data[take])
-                n_pending += take.size
-                pos += take.size
+            while pos < len(data):
+                stop = min(len(data), pos + batch_size - n_pending)
+                pending.append(data[pos:stop] if perm is None else
+                               np.take(data, perm[pos:stop], axis=0))  # 3x data[perm[...]]
+                n_pending += stop - pos
+                pos = stop
                 if n_pending == batch_size:
                     yield _join(pending)
                     pending, n_pending = [], 0
@@ -306,12 +315,14 @@ def iter_batches(source, batch_size: int, window_rows: int, seed: int, epoch: in
         yield _join(pending)
 
 
-def _read_window(source, blocks) -> np.ndarray:
+def _read_window(source, blocks, perm: np.ndarray | None = None) -> np.ndarray:
+    """The rows of ``blocks``, checked; in the order ``perm`` when given."""
     parts = []
     for start, stop in blocks:
         parts.append(source.read(start, stop))
         source.check(parts[-1], start)
-    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+    data = parts[0] if len(parts) == 1 else np.concatenate(parts)
+    return data if perm is None else np.take(data, perm, axis=0)
 
 
 def _join(parts):

@@ -45,6 +45,15 @@ def explained_variance(x, x_hat):
     return (1 - ((residual - residual.mean(0)) ** 2).sum(0) / ((x - x.mean(0)) ** 2).sum(0)).mean()
 
 
+def fvu_and_explained_variance(x, x_hat):
+    """``(fvu(x, x_hat), explained_variance(x, x_hat))`` sharing their intermediates (the
+    trainer's per-step form: six reductions instead of eleven)."""
+    residual = x - x_hat
+    total = ((x - x.mean(0)) ** 2).sum(0)
+    unexplained = ((residual - residual.mean(0)) ** 2).sum(0)
+    return (residual ** 2).sum() / total.sum(), (1 - unexplained / total).mean()
+
+
 def l0(z):
     """Mean number of non-zero latents per row.
 

@@ -96,6 +96,9 @@ def train_sae(data, cfg: SAEConfig, *, init=None, log_fn=None, checkpoint=None,
         ``cfg.log_every`` steps and at the end), e.g. to log to MLflow in batches.
     checkpoint : optional file path. If it exists the run resumes from it (its config must
         match); it is rewritten atomically every ``checkpoint_every`` steps and at the end.
+    prefetch : on CUDA, batches a thread prepares (pinned) ahead of the step. On CPU batches
+        come straight from :func:`~sparsealign.sae.data.iter_batches`, whose reader thread
+        already reads (and, for a store, shuffles) the next window ahead.
 
     Returns
     -------
@@ -141,9 +144,15 @@ def train_sae(data, cfg: SAEConfig, *, init=None, log_fn=None, checkpoint=None,
     start_time, start_tokens, data_wait = time.perf_counter(), state.tokens, 0.0
     autocast = autocast_for(cfg, device)
     while state.epoch < cfg.epochs:
-        batches = Prefetcher(iter_batches(source, cfg.batch_size, cfg.shuffle_window_rows,
-                                          cfg.seed, state.epoch, state.batch),
-                             depth=prefetch, pin=device.type == "cuda")
+        batches = iter_batches(source, cfg.batch_size, cfg.shuffle_window_rows, cfg.seed,
+                               state.epoch, state.batch)
+        if device.type == "cpu":
+            # A batch is a gather from memory (an array) or a slice of a window read and
+            # shuffled ahead by iter_batches' reader thread (a store): a few microseconds on
+            # the training thread, less than a prefetch thread's hand-offs and GIL switches.
+            batches = _Inline(batches)
+        else:
+            batches = Prefetcher(batches, depth=prefetch, pin=device.type == "cuda")
         try:
             ready = time.perf_counter()
             for x in batches:
@@ -200,15 +209,28 @@ def _train_step(sae, opt, sched, state: TrainState, x, cfg: SAEConfig, autocast)
         sae.normalize_decoder()
     with torch.no_grad():
         state.tokens_since_fired = torch.where(out.fired, 0, state.tokens_since_fired + len(x))
-        x_hat = out.x_hat.float()
-        stats = (out.loss.detach(), out.terms["mse"], out.terms["aux_loss"],
-                 out.terms["sparsity_loss"], metrics.fvu(x, x_hat),
-                 metrics.explained_variance(x, x_hat), out.l0)
-        state.acc += torch.stack([s.float() for s in stats])
+        fvu, explained = metrics.fvu_and_explained_variance(x, out.x_hat.float())
+        state.acc += torch.stack([out.loss.detach(), out.terms["mse"], out.terms["aux_loss"],
+                                  out.terms["sparsity_loss"], fvu, explained,
+                                  out.l0]).float()
     state.step += 1
     state.tokens += len(x)
     state.batch += 1
     state.count += 1
+
+
+class _Inline:
+    """A batch generator consumed on the training thread, with :class:`Prefetcher`'s face."""
+
+    def __init__(self, batches):
+        self._batches = batches
+
+    def __iter__(self):
+        for batch in self._batches:
+            yield torch.from_numpy(batch)
+
+    def close(self):
+        self._batches.close()
 
 
 def _flush(state: TrainState, sched, cfg: SAEConfig, log_fn) -> None:

@@ -11,6 +11,10 @@ from torch import nn
 from sparsealign.sae.kernels import SparseCode, decode_sparse, gather_preacts
 
 ENCODER_INIT_NORM = 3 ** -0.5
+#: ``decoder_impl="auto"`` takes the sparse path from this many latents on: below it the
+#: dense products are so small that the sparse kernels' fixed costs dominate (measured on
+#: one CPU thread: dense is 1.2× faster at 64 and 256 latents, sparse 1.4× at 512).
+SPARSE_MIN_LATENTS = 512
 #: ε of ``input_norm="layernorm"``.
 LAYERNORM_EPS = 1e-5
 
@@ -56,7 +60,7 @@ class SAE(nn.Module):
         self.W_dec = nn.Parameter(w_dec)
         self.b_dec = nn.Parameter(torch.zeros(d_in))
         sparse = cfg.decoder_impl == "sparse" or (
-            cfg.decoder_impl == "auto" and 8 * cfg.k <= n)
+            cfg.decoder_impl == "auto" and 8 * cfg.k <= n and n >= SPARSE_MIN_LATENTS)
         self.sparse = self.sparse_capable and sparse
 
     # ---- inference form -------------------------------------------------------------
@@ -133,9 +137,14 @@ class SAE(nn.Module):
             return x.new_zeros(())
         k_aux = min(self.cfg.aux_k or self.d_in // 2, self.cfg.n_latents)
         masked = pre.detach().masked_fill(~dead, float("-inf"))
-        code = SparseCode.from_topk(masked.topk(k_aux, dim=1, sorted=False).indices)
-        values = self._gather(pre, code, x).relu() * dead[code.cols]
-        e_hat = self._decode_acts(code.with_values(values))
+        indices = masked.topk(k_aux, dim=1, sorted=False).indices
+        if self.sparse:
+            code = SparseCode.from_topk(indices)
+            values = self._gather(pre, code, x).relu() * dead[code.cols]
+            e_hat = self._decode_acts(code.with_values(values))
+        else:
+            values = pre.gather(1, indices).relu() * dead[indices]
+            e_hat = self._decode_acts(dense_topk(pre, indices, values))
         residual = (x - x_hat).detach()
         return dead.any() * (e_hat - residual).pow(2).mean()
 
@@ -165,6 +174,12 @@ class SAE(nn.Module):
         self.b_dec.mul_(scale).add_(mean)
 
 
+def dense_topk(pre: torch.Tensor, indices: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """The dense (batch, latents) code with ``values`` at the per-row ``indices`` (both
+    (batch, k)), zeros elsewhere; differentiable in ``values``."""
+    return torch.zeros_like(pre).scatter(1, indices, values)
+
+
 def _activity(acts: Acts, n_latents: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(latents fired in the batch, mean active latents per row)."""
     if isinstance(acts, SparseCode):
@@ -172,5 +187,7 @@ def _activity(acts: Acts, n_latents: int) -> tuple[torch.Tensor, torch.Tensor]:
         counts = torch.zeros(n_latents, device=active.device).index_add_(
             0, acts.cols, active.float())
         return counts > 0, active.sum() / acts.offsets.shape[0]
-    active = acts.detach() > 0
-    return active.any(dim=0), active.sum() / acts.shape[0]
+    # Codes are ≥ 0 in every variant, so column sums and signs give the same answer as
+    # ``acts > 0`` reduced, without a (batch, latents) bool tensor (4-10× slower on CPU).
+    codes = acts.detach()
+    return codes.sum(0) > 0, torch.sign(codes).sum() / acts.shape[0]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sparsealign.sae.kernels import SparseCode
 from sparsealign.sae.variants import register
-from sparsealign.sae.variants.base import SAE
+from sparsealign.sae.variants.base import SAE, dense_topk
 
 
 @register("topk")
@@ -14,5 +14,8 @@ class TopKSAE(SAE):
 
     def activate(self, x, pre):
         indices = pre.detach().topk(self.cfg.k, dim=1, sorted=False).indices
+        if not self.sparse:
+            # Dense path: a gather and a scatter (no flattened pattern, no index_put).
+            return dense_topk(pre, indices, pre.gather(1, indices).relu()), x.new_zeros(())
         code = SparseCode.from_topk(indices)
         return code.with_values(self._gather(pre, code, x).relu()), x.new_zeros(())
