@@ -12,7 +12,7 @@ running), and records the step each SAE training starts from.
 
     kill 1: a store half-written       (a `*.zarr.tmp-*` with its metadata)
     kill 2: SAE training mid-way       (an SAE checkpoint)
-    kill 3: a late job                 (the first alignment table, `*.csv`)
+    kill 3: a late job                 (the first alignment table, `scores/*.csv`)
     run 4:  the same command, to the report
 """
 
@@ -187,7 +187,7 @@ def recovery(tmp_path_factory):
 
     # Kill 3: a late job, once the first alignment table is written.
     proc = _start(work, env, tmp / "run3.log")
-    _wait_for(lambda: next(results.rglob("*.csv"), None), proc, tmp / "run3.log",
+    _wait_for(lambda: next(results.rglob("scores/*.csv"), None), proc, tmp / "run3.log",
               what="an alignment table")
     _kill_all(proc)
     seen["report_after_kill3"] = (results / "report.html").exists()
@@ -242,7 +242,7 @@ def test_a_half_written_store_is_never_taken_as_complete(recovery):
     assert not seen["final_existed_after_kill1"]  # only the temporary copy existed
     folders = seen["final_of_half"].parts
     rule = next(rule for folder, rule in (("stimuli", "toy_features"), ("systems", "toy_model"),
-                                         ("latents", "latents")) if folder in folders)
+                                         ("latents", "train_sae")) if folder in folders)
     assert f"rule {rule}:" in seen["plan_after_kill1"]  # Snakemake recomputes it
     # The next run's onstart removed the dead writer's temporary copy.
     assert not seen["stale_after_run2_start"]
