@@ -295,3 +295,13 @@ def test_one_system_with_seeds_meets_one_without():
     assert rows.loc["A→B", "n_seeds"] == 3 and rows.loc["B→A", "n_seeds"] == 1
     assert rows.loc["both", "n_seeds"] == 3
     assert table[table.comparison.isin(comparisons.CONTRASTS)].n_seeds.eq(3).all()
+
+
+def test_an_interval_centred_on_its_estimate_contains_it():
+    from sparsealign.align.bootstrap import interval
+
+    biased = np.random.default_rng(0).normal(0.03, 0.01, 1000)  # draws biased below 0.05
+    low, high = interval(biased, 0.95)
+    assert high < 0.05  # the plain percentile interval misses the estimate
+    low, high = interval(biased, 0.95, estimate=0.05)
+    assert low < 0.05 < high and abs((low + high) / 2 - 0.05) < 0.002

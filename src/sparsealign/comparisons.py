@@ -125,17 +125,18 @@ class _Scored:
 
 
 def _interval_columns(per_seed_draws, n_boot: int, ci: float, seed: int, n_seeds: int,
-                      contrast: bool = False, keep_draws: bool = False) -> dict:
+                      estimate: float, contrast: bool = False, keep_draws: bool = False) -> dict:
     """``ci_low``, ``ci_high`` and ``n_seeds`` of a row (NaN without draws); for a
     contrast also ``verdict``; for a contrast or with ``keep_draws`` (the rows a summary
-    aggregates over sessions or pairs) ``draws`` (JSON, 5 decimals)."""
+    aggregates over sessions or pairs) ``draws`` (JSON, 5 decimals). The interval is
+    centred on ``estimate``, the row's score (see :func:`~sparsealign.align.bootstrap.interval`)."""
     from sparsealign.align.bootstrap import interval, seed_draws, verdict
 
     if per_seed_draws is None:
         return {"ci_low": float("nan"), "ci_high": float("nan"), "n_seeds": n_seeds}
     values = seed_draws(per_seed_draws, n_boot, seed)
-    low, high = interval(values, ci)
-    out = {"ci_low": low, "ci_high": high, "n_seeds": n_seeds}
+    low, high = interval(values, ci, estimate)
+    out = {"ci_low": low, "ci_high": high, "ci_level": ci, "n_seeds": n_seeds}
     if contrast:
         out["verdict"] = verdict(low, high)
     if contrast or keep_draws:
@@ -228,11 +229,12 @@ def score_comparisons(system_a: dict, system_b: dict, metrics, n_folds: int = 5,
                                              ("both", None, {})):
                 draws_here = per_seed if scored is None else scored.draws
                 n_seeds = max(ab.n_seeds, ba.n_seeds) if scored is None else scored.n_seeds
+                row_folds = folds if scored is None else scored.folds
                 if counts is not None:
-                    extra = {**extra, **_interval_columns(draws_here, n_boot, ci, seed,
-                                                          n_seeds, keep_draws=scored is None)}
-                rows.append(_fold_row(comparison, direction, metric,
-                                      folds if scored is None else scored.folds, extra))
+                    extra = {**extra, **_interval_columns(
+                        draws_here, n_boot, ci, seed, n_seeds, float(np.mean(row_folds)),
+                        keep_draws=scored is None)}
+                rows.append(_fold_row(comparison, direction, metric, row_folds, extra))
             if progress is not None:
                 progress(comparison, metric, float(folds.mean()))
     if counts is not None:
@@ -244,6 +246,7 @@ def score_comparisons(system_a: dict, system_b: dict, metrics, n_folds: int = 5,
                     continue
                 rows.append(_fold_row(contrast, "both", metric, f_plus - f_minus,
                                       _interval_columns(diff, n_boot, ci, seed, len(diff),
+                                                        float(np.mean(f_plus - f_minus)),
                                                         contrast=True)))
     return rows
 
@@ -304,8 +307,8 @@ def score_against_target(system: dict, target: np.ndarray, target_label: str, me
             result = scored[kind, metric] = _Scored(metric, values, [target], kwargs, counts)
             extra = dict(result.extra)
             if counts is not None:
-                extra.update(_interval_columns(result.draws, n_boot, ci, seed,
-                                               result.n_seeds, keep_draws=True))
+                extra.update(_interval_columns(result.draws, n_boot, ci, seed, result.n_seeds,
+                                               float(np.mean(result.folds)), keep_draws=True))
             rows.append(_fold_row(comparison, "forward", metric, result.folds, extra))
             if progress is not None:
                 progress(comparison, metric, rows[-1]["mean"])
@@ -321,5 +324,6 @@ def score_against_target(system: dict, target: np.ndarray, target_label: str, me
                 rows.append(_fold_row(template.format(target=target_label), "forward", metric,
                                       high.folds - low.folds,
                                       _interval_columns(diff, n_boot, ci, seed, len(diff),
+                                                        float(np.mean(high.folds - low.folds)),
                                                         contrast=True)))
     return rows

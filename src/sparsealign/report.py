@@ -87,7 +87,7 @@ def _intervals(rows, group: str):
     for key, part in rows[rows["draws"].notna()].groupby([group, "metric", "comparison"], sort=False):
         draws = aggregate([np.asarray(json.loads(d), dtype=float) for d in part["draws"]])
         level = float(part["ci_level"].iloc[0]) if "ci_level" in part else 0.95
-        low, high = interval(draws, level)
+        low, high = interval(draws, level, float(part["mean"].mean()))
         contrast = "verdict" in part and part["verdict"].notna().any()
         out[key] = {"ci_low": low, "ci_high": high,
                     "verdict": verdict(low, high) if contrast else ""}

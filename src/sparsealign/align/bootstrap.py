@@ -219,14 +219,21 @@ def seed_draws(per_seed_draws, n_boot: int | None = None, seed: int = 0) -> np.n
     return np.take_along_axis(values.T, chosen, axis=1).mean(axis=1)
 
 
-def interval(values, ci: float = DEFAULT_CI) -> tuple[float, float]:
-    """Percentile interval ``(low, high)`` of bootstrap draws; NaN without finite draws."""
+def interval(values, ci: float = DEFAULT_CI, estimate: float | None = None) -> tuple[float, float]:
+    """Percentile interval ``(low, high)`` of bootstrap draws; NaN without finite draws.
+
+    With ``estimate`` (the observed score) the draws are first shifted so that their mean
+    is the estimate: a correlation recomputed on resamples with repeated stimuli is biased
+    (towards 0 for weak matches), and an uncorrected percentile interval can then miss its
+    own estimate."""
     if not 0 < ci < 1:
         raise fail("align.ci", repr(ci), "a level between 0 and 1, e.g. 0.95")
     values = np.asarray(values, dtype=np.float64).ravel()
     values = values[np.isfinite(values)]
     if values.size == 0:
         return float("nan"), float("nan")
+    if estimate is not None and np.isfinite(estimate):
+        values = values - values.mean() + estimate
     low, high = np.quantile(values, [(1 - ci) / 2, (1 + ci) / 2])
     return float(low), float(high)
 
