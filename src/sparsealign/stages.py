@@ -326,7 +326,8 @@ def sae_sweep(params: dict, rows, out, job) -> None:
             settings.append({"k": k, "expansion": expansion, "n_latents": cfg.n_latents,
                              **evaluate_sae(sae, held_out)})
     eligible = [s for s in settings if s["dead_fraction"] <= sweep["max_dead_fraction"]]
-    if not eligible:
+    fallback = not eligible
+    if fallback:
         log(f"warning: every setting has more than {sweep['max_dead_fraction']:.0%} dead latents;"
             " choosing among all")
         eligible = settings
@@ -336,7 +337,8 @@ def sae_sweep(params: dict, rows, out, job) -> None:
     rule = (f"sparsest setting (smallest k, then expansion) with dead fraction ≤ "
             f"{sweep['max_dead_fraction']} and held-out FVU ≤ best + {sweep['fvu_tolerance']}")
     write_text(out, json.dumps({"chosen": {"k": chosen["k"], "expansion": chosen["expansion"]},
-                                "rule": rule, "n_train_rows": int(source.n_rows),
+                                "rule": rule, "no_setting_met_the_dead_fraction": fallback,
+                                "n_train_rows": int(source.n_rows),
                                 "n_validation_rows": int(held_out.n_rows),
                                 "settings": settings}, indent=1))
     job.metrics({f"chosen_{k}": chosen[k] for k in ("k", "expansion", "fvu", "l0", "dead_fraction")})
