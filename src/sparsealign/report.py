@@ -260,7 +260,7 @@ def best_layer(summary, group: str = "layer"):
 
 def best_layer_note(summary, group: str = "layer") -> str:
     """One sentence: the best layer for the neuron baseline on ridge, and the SAE there."""
-    ridge = summary[summary["metric"] == "ridge"]
+    ridge = summary[(summary["metric"] == "ridge") & ~summary["comparison"].map(is_contrast)]
     neurons = ridge[ridge["comparison"] == ridge["baseline"]]
     if neurons.empty:
         return ""
