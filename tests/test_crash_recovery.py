@@ -127,7 +127,10 @@ def _kill_all(proc) -> None:
 def _wait_for(condition, proc, log, timeout=600, what=""):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        found = condition()
+        try:
+            found = condition()
+        except FileNotFoundError:  # a folder renamed into place while rglob walked it
+            found = None
         if found:
             return found
         if proc.poll() is not None:
