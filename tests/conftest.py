@@ -74,3 +74,15 @@ def smoke_run(tmp_path_factory):
                            "--cores", "2"], cwd=work, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return work, env, proc
+
+
+class Killed(Exception):
+    """Raised by :func:`kill_at`: a training run stopped as a kill would stop it."""
+
+
+def kill_at(step: int):
+    """A ``log_fn`` for ``train_sae`` that raises :class:`Killed` at ``step``."""
+    def log_fn(current, row):
+        if current == step:
+            raise Killed
+    return log_fn

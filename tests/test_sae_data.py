@@ -9,6 +9,7 @@ from sparsealign.errors import SparsealignError
 from sparsealign.sae import SAEConfig, train_sae
 from sparsealign.sae.data import (ArraySource, EpochPlan, Prefetcher, StoreSource, iter_batches,
                                   n_batches)
+from conftest import Killed, kill_at
 
 
 def chunked_store(path, x, chunk_rows=100):
@@ -103,16 +104,9 @@ def test_training_on_a_store_resumes_exactly(tmp_path, numbered):
                        shuffle_window_rows=300, dead_tokens=200)
     reference, _ = train_sae(path, config)
 
-    class Killed(Exception):
-        pass
-
-    def kill(step, row):
-        if step == 24:
-            raise Killed
-
     ckpt = tmp_path / "ckpt"
     with pytest.raises(Killed):
-        train_sae(path, config, checkpoint=ckpt, checkpoint_every=7, log_fn=kill)
+        train_sae(path, config, checkpoint=ckpt, checkpoint_every=7, log_fn=kill_at(24))
     resumed, _ = train_sae(path, config, checkpoint=ckpt)
     for name, value in reference.state_dict().items():
         assert torch.equal(value, resumed.state_dict()[name]), name

@@ -6,6 +6,7 @@ import torch
 
 from sparsealign.errors import SparsealignError
 from sparsealign.sae import SAEConfig, build_sae, encode_array, train_sae
+from conftest import Killed, kill_at
 
 D_IN, N_FEATURES, K_TRUE = 16, 32, 3
 
@@ -154,16 +155,9 @@ def test_killed_run_resumes_to_identical_weights(tmp_path, data):
                  lr_warmup_steps=4, lr_decay_fraction=0.3)
     reference, ref_history = train_sae(x, config)
 
-    class Killed(Exception):
-        pass
-
-    def kill_at_step_20(step, row):
-        if step == 20:       # after the checkpoint of step 16, before the one of step 24
-            raise Killed
-
     ckpt = tmp_path / "run.ckpt"
     with pytest.raises(Killed):
-        train_sae(x, config, checkpoint=ckpt, checkpoint_every=8, log_fn=kill_at_step_20)
+        train_sae(x, config, checkpoint=ckpt, checkpoint_every=8, log_fn=kill_at(20))
     resumed, history = train_sae(x, config, checkpoint=ckpt, checkpoint_every=8)
     for name, value in reference.state_dict().items():
         assert torch.equal(value, resumed.state_dict()[name]), name

@@ -13,6 +13,7 @@ from sparsealign.extract import extract_model, extract_network, sample_positions
 from sparsealign.models import ModelSpec
 from sparsealign.sae import SAEConfig, encode_array, evaluate_sae, load_sae, save_sae, train_sae
 from sparsealign.sae.data import StoreSource, iter_batches, select_rows
+from conftest import Killed, kill_at
 
 MODEL = "test_training_rows:tiny_conv"
 LAYERS = {"conv1": None, "conv2": "net.3"}
@@ -212,17 +213,10 @@ def test_training_on_a_row_subset_resumes_exactly(every_row, tmp_path):
     assert rows.size > 3 * config.shuffle_window_rows
     reference, ref_history = train_sae(StoreSource(every_row, rows=rows), config)
 
-    class Killed(Exception):
-        pass
-
-    def kill(step, row):
-        if step == 20:
-            raise Killed
-
     ckpt = tmp_path / "ckpt"
     with pytest.raises(Killed):
         train_sae(StoreSource(every_row, rows=rows), config, checkpoint=ckpt,
-                  checkpoint_every=7, log_fn=kill)
+                  checkpoint_every=7, log_fn=kill_at(20))
     other = select_rows(every_row, exclude_images=["img00"], fraction=0.8, seed=1)
     with pytest.raises(SparsealignError, match="another subset"):
         train_sae(StoreSource(every_row, rows=other), config, checkpoint=ckpt)
