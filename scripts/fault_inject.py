@@ -53,11 +53,14 @@ RUN_ID = re.compile(rb"\b[0-9a-f]{32}\b")
 # ids and git state, and the commit in a store's `created_by` (a --clean-dir reference
 # may come from another checkout of the same code).
 REPORT_GIT = re.compile(rb"(git commit|git dirty)</th><td><code>[^<]*")
+# The report's table of this invocation's job times (by design, not a result).
+REPORT_COSTS = re.compile(rb"<section><h2>Cost of each stage</h2>.*?</section>", re.S)
 CREATED_BY = re.compile(rb'("created_by": "sparsealign [^"(]*)\([^)"]*\)')
 
 
 def _mask(file: Path, data: bytes) -> bytes:
     if file.suffix == ".html":
+        data = REPORT_COSTS.sub(b"<costs>", data)
         return REPORT_GIT.sub(rb"\1</th><td><code>", RUN_ID.sub(b"<run id>", data))
     if file.name == "zarr.json":
         return CREATED_BY.sub(rb"\1(<commit>)", data)
@@ -254,7 +257,8 @@ def chaos_run(args, scratch: Path, reference: dict, deadline: float) -> dict:
     finish = sorted(reference["finished_at"].values())
     points = sorted(rng.uniform(0, reference["seconds"]) for _ in range(args.kills))
     figures = {"kills": 0, "recovered": 0, "restart_failures": 0, "completed_early": False,
-               "corrupted": [], "landed": Counter(), "checks_after_kill": 0}
+               "corrupted": [], "landed": Counter(), "checks_after_kill": 0,
+               "with_checkpoint": 0}
     attempt, after_kill = 0, False
     print(f"chaos run in {work}: {args.kills} kills at {', '.join(f'{t:.0f}' for t in points)} s "
           "of the clean run's timeline", flush=True)
@@ -276,6 +280,8 @@ def chaos_run(args, scratch: Path, reference: dict, deadline: float) -> dict:
         if proc.poll() is None:
             stages = running_stages(proc)
             kill_all(proc)
+            checkpoints = sorted(results_dir(work, configfile).rglob("*.ckpt"))
+            figures["with_checkpoint"] += bool("train_sae" in stages and checkpoints)
             # This run did not fail on its own up to the kill: the previous kill recovered.
             figures["recovered"] += after_kill
             figures["kills"] += 1
@@ -286,7 +292,8 @@ def chaos_run(args, scratch: Path, reference: dict, deadline: float) -> dict:
             figures["checks_after_kill"] += 1
             figures["corrupted"] += [f"after kill {figures['kills']}: {b}" for b in bad]
             print(f"kill {figures['kills']:2d} at {time.monotonic() - started:6.1f} s into run "
-                  f"{attempt} (clean timeline {point:.0f} s) during {where}; survivors "
+                  f"{attempt} (clean timeline {point:.0f} s) during {where}; "
+                  f"{len(checkpoints)} SAE checkpoint(s) on disk; survivors "
                   + (f"CORRUPTED: {bad}" if bad else "ok"), flush=True)
             continue
         if proc.returncode == 0:
@@ -304,6 +311,8 @@ def chaos_run(args, scratch: Path, reference: dict, deadline: float) -> dict:
         else:
             figures["restart_failures"] += 1
             print(f"final run failed ({code}); see {scratch / 'chaos-final.log'}", flush=True)
+    figures["resumed"] = sum(log.read_text(errors="replace").count("resuming from ")
+                             for log in scratch.glob("chaos-*.log"))
     final = {o: md5_path(work / o) if (work / o).exists() else None for o in clean}
     figures["identical"] = sorted(o for o, h in final.items() if h == clean[o])
     figures["different"] = sorted(o for o, h in final.items() if h != clean[o])
@@ -370,6 +379,8 @@ def main(argv=None) -> int:
             f"clean run: {reference['seconds']:.0f} s, {outputs} declared outputs ({figures['files']} files)",
             f"kills: {figures['kills']}; landed during: "
             + "; ".join(f"{stage} ×{n}" for stage, n in figures["landed"].most_common()),
+            f"kills during SAE training with a checkpoint on disk: {figures['with_checkpoint']}; "
+            f"SAE jobs resumed from a checkpoint: {figures['resumed']}",
             f"runs recovered: {figures['recovered']}/{figures['kills']} "
             f"(restarts that failed on their own: {figures['restart_failures']})",
             f"outputs identical to the clean run (md5): {len(figures['identical'])}/{outputs}"

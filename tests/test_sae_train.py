@@ -168,6 +168,22 @@ def test_killed_run_resumes_to_identical_weights(tmp_path, data):
     assert torch.equal(again.W_enc, reference.W_enc)
 
 
+def test_a_short_run_checkpoints_by_time_and_resumes_exactly(tmp_path, data):
+    # Far fewer steps than checkpoint_every: only the time bound (0 s: after every step)
+    # writes a checkpoint before the kill, and the resumed run ends where a clean one does.
+    x = data[0][:3000]
+    config = cfg(epochs=2, log_every=5)
+    reference, _ = train_sae(x, config)
+    ckpt = tmp_path / "run.ckpt"
+    with pytest.raises(Killed):
+        train_sae(x, config, checkpoint=ckpt, checkpoint_seconds=0.0, log_fn=kill_at(10))
+    payload = torch.load(ckpt, weights_only=False)
+    assert payload["state"]["step"] >= 9
+    resumed, _ = train_sae(x, config, checkpoint=ckpt)
+    for name, value in reference.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[name]), name
+
+
 KILLED_RUN = """
 import os, signal, sys, numpy as np, torch
 torch.set_num_threads(1)

@@ -161,6 +161,8 @@ def import_recording(params: dict, path, out, job, ids=None) -> None:
 
 # --------------------------------------------------------------------------- SAEs
 TIMING_KEYS = ("seconds", "tokens_per_second", "data_wait_seconds")
+# A killed SAE job loses at most this much training: its rerun resumes from the checkpoint.
+CHECKPOINT_SECONDS = 20.0
 
 
 def sae_config(params: dict, d_in: int):
@@ -256,7 +258,8 @@ def train_sae(params: dict, activations, seed: int, sae_out, random_out, history
     checkpoint = checkpoint_for(sae_out, params, source)
     total = math.ceil(n_train / cfg.batch_size) * cfg.epochs
     with Progress(f"SAE {source}", total) as bar:
-        sae, history = fit(data, cfg, checkpoint=checkpoint, log_fn=lambda step, row: bar.update(
+        sae, history = fit(data, cfg, checkpoint=checkpoint, checkpoint_seconds=CHECKPOINT_SECONDS,
+                           log_fn=lambda step, row: bar.update(
             step - bar.done, loss=row["loss"], fvu=row["fvu"], l0=row["l0"]))
     random_sae = build_sae(sae_config({**params, "seed": params["random_seed"] + seed}, d_in), d_in)
     meta = {"activations": str(source), "n_train": int(n_train)}

@@ -80,7 +80,8 @@ class TrainState:
 
 
 def train_sae(data, cfg: SAEConfig, *, init=None, log_fn=None, checkpoint=None,
-              checkpoint_every: int = 1000, prefetch: int = 4):
+              checkpoint_every: int = 1000, checkpoint_seconds: float | None = None,
+              prefetch: int = 4):
     """Train an SAE; return ``(sae, history)``.
 
     Parameters
@@ -95,7 +96,9 @@ def train_sae(data, cfg: SAEConfig, *, init=None, log_fn=None, checkpoint=None,
     log_fn : optional ``log_fn(step, row)`` called with each history row (every
         ``cfg.log_every`` steps and at the end), e.g. to log to MLflow in batches.
     checkpoint : optional file path. If it exists the run resumes from it (its config must
-        match); it is rewritten atomically every ``checkpoint_every`` steps and at the end.
+        match); it is rewritten atomically every ``checkpoint_every`` steps, after any step
+        that ends ``checkpoint_seconds`` or more after the last write (so a kill loses at
+        most that much work, however short the run), and at the end.
     prefetch : on CUDA, batches a thread prepares (pinned) ahead of the step. On CPU batches
         come straight from :func:`~sparsealign.sae.data.iter_batches`, whose reader thread
         already reads (and, for a store, shuffles) the next window ahead.
@@ -142,6 +145,7 @@ def train_sae(data, cfg: SAEConfig, *, init=None, log_fn=None, checkpoint=None,
         state.norm_mean, state.norm_scale = mean.float().to(device), scale.float().to(device)
 
     start_time, start_tokens, data_wait = time.perf_counter(), state.tokens, 0.0
+    saved_at = start_time
     autocast = autocast_for(cfg, device)
     while state.epoch < cfg.epochs:
         batches = iter_batches(source, cfg.batch_size, cfg.shuffle_window_rows, cfg.seed,
@@ -161,8 +165,11 @@ def train_sae(data, cfg: SAEConfig, *, init=None, log_fn=None, checkpoint=None,
                             autocast)
                 if state.step % cfg.log_every == 0:
                     _flush(state, sched, cfg, log_fn)
-                if checkpoint and state.step % checkpoint_every == 0:
+                if checkpoint and (state.step % checkpoint_every == 0 or (
+                        checkpoint_seconds is not None
+                        and time.perf_counter() - saved_at >= checkpoint_seconds)):
                     _save_checkpoint(checkpoint, cfg, source, sae, opt, sched, state)
+                    saved_at = time.perf_counter()
                 ready = time.perf_counter()
         finally:
             batches.close()
