@@ -162,7 +162,7 @@ def import_recording(params: dict, path, out, job, ids=None) -> None:
 # --------------------------------------------------------------------------- SAEs
 TIMING_KEYS = ("seconds", "tokens_per_second", "data_wait_seconds")
 # A killed SAE job loses at most this much training: its rerun resumes from the checkpoint.
-CHECKPOINT_SECONDS = 20.0
+CHECKPOINT_SECONDS = 10.0
 
 
 def sae_config(params: dict, d_in: int):
