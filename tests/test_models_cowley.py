@@ -18,8 +18,8 @@ import torch
 
 from sparsealign.errors import SparsealignError
 from sparsealign.models import get_model
-from sparsealign.models.cowley import (FAMILIES, MODEL_DIR, OUTPUT_SESSIONS, RGB_MEANS,
-                                       TFSamePad, keras_snake_case, load_keras_chain)
+from sparsealign.models.cowley import FAMILIES, MODEL_DIR, OUTPUT_SESSIONS, RGB_MEANS
+from sparsealign.networks.cowley import TFSamePad, keras_snake_case, load_keras_chain
 from sparsealign.stimuli.images import cowley_v4_image_zip, read_indexed_jpegs
 from sparsealign.stimuli.mirror import default_mirror_dir
 

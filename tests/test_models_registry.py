@@ -1,5 +1,9 @@
 """The model registry: every built-in model is found by name; mistakes are named errors."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from sparsealign.errors import SparsealignError
@@ -57,3 +61,20 @@ def test_a_model_from_an_entry_point(monkeypatch):
     monkeypatch.setattr(registry, "_entry_points", lambda: {"plugin_net": EntryPoint()})
     assert get_model("plugin_net").name == "plugin_net"
     assert "plugin_net" in list_models()
+
+
+def test_listing_models_and_checking_a_config_import_neither_torch_nor_scipy():
+    """Every Snakefile parse lists the models' mirror files and validates the config: the
+    built-in spec modules import torch only to build a network, the config check knows the
+    metrics by name without importing them (scipy)."""
+    code = ("import sys\n"
+            "from sparsealign.config import load_config\n"
+            "from sparsealign.models import list_models, mirror_files\n"
+            "list_models()\n"
+            "assert mirror_files('cowley_from_vgg19')\n"
+            "load_config('config/config.yaml')\n"
+            "heavy = sorted({'torch', 'scipy'} & set(sys.modules))\n"
+            "assert not heavy, heavy\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr

@@ -13,7 +13,8 @@ import torch
 from scipy.signal import correlate
 
 from sparsealign.models import get_model
-from sparsealign.models.vgg16_hed import BGR_MEAN, weights_path
+from sparsealign.models.vgg16_hed import BGR_MEAN
+from sparsealign.networks.vgg16_hed import weights_path
 
 REFERENCE = np.load(Path(__file__).parent / "data" / "keras_reference.npz")
 

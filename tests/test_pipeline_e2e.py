@@ -108,6 +108,18 @@ def test_rerun_has_nothing_to_do(smoke_run):
 
 
 @pytest.mark.e2e
+def test_a_run_with_nothing_to_do_prints_no_costs(smoke_run):
+    """Costs are this invocation's: one that ran no job has none (and never reads MLflow)."""
+    work, env, _ = smoke_run
+    command = ["run", "--config", "config/smoke.yaml", "--cores", "2"]
+    proc = subprocess.run([sys.executable, "-m", "sparsealign", *command], cwd=work, env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+    assert "cost of each stage" not in proc.stdout and "report: " in proc.stdout
+
+
+@pytest.mark.e2e
 def test_config_failing_the_schema_stops_before_any_job(tmp_path):
     work = _workdir(tmp_path)
     text = (work / "config" / "smoke.yaml").read_text().replace("hidden_sizes: [8]", "hidden_sizes: eight")

@@ -140,6 +140,7 @@ def _entry(entry: dict, section: str) -> dict:
 def check(args) -> int:
     """Validate a config (exactly what `run` uses), the files it needs and any stores named."""
     from sparsealign.preflight import config_problems
+    from sparsealign.tracking import parent_run_in_file
 
     problems = config_problems(args.config) + _store_problems(args.stores)
     for problem in problems:
@@ -187,6 +188,7 @@ def run_pipeline(args) -> int:
     from sparsealign.config import load_config
     from sparsealign.launcher import DRY_FLAGS, run_snakemake
     from sparsealign.preflight import config_problems
+    from sparsealign.tracking import parent_run_in_file
 
     problems = config_problems(args.config)
     if problems:
@@ -196,21 +198,29 @@ def run_pipeline(args) -> int:
         else ["--cores", "all"]
     dry = DRY_FLAGS & set(args.snakemake_args)
     code = 0 if dry else _adopt_pulled_outputs(args, config)
+    previous_parent = parent_run_in_file()
     code = code or run_snakemake(_snakemake(args, cores + args.snakemake_args))
     if code == 0 and not dry:
-        _print_costs()
+        _print_costs(previous_parent)
         print(PUBLISH)
         print(f"report: {Path(config['results_dir'], 'report.html').resolve()}")
     return code
 
 
-def _print_costs() -> None:
-    """Each stage's share of this invocation's job time (from MLflow; silent without it)."""
-    from sparsealign.tracking import parent_run_id
+def _print_costs(previous_parent: str | None) -> None:
+    """Each stage's share of this invocation's job time (from MLflow; silent without it).
+
+    Silent too when this invocation ran no job: only then is the parent run in the file
+    still ``previous_parent``, an earlier invocation's (``onstart`` writes a new one).
+    """
+    from sparsealign.tracking import parent_run_in_file
     from sparsealign.tracking.costs import format_costs, stage_costs
 
+    run_id = parent_run_in_file()
+    if run_id is None or run_id == previous_parent:
+        return
     try:
-        text = format_costs(stage_costs(parent_run_id()))
+        text = format_costs(stage_costs(run_id))
     except Exception as exc:  # the run succeeded: a tracking hiccup must not fail it
         text = f"[sparsealign] stage costs unavailable ({type(exc).__name__})"
     if text:

@@ -23,7 +23,7 @@ from keras import layers, ops
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "src"))
 from sparsealign.models.cowley import FAMILIES, layers_of_family  # noqa: E402
-from sparsealign.models.vgg16_hed import weights_path  # noqa: E402
+from sparsealign.networks.vgg16_hed import weights_path  # noqa: E402
 from sparsealign.stimuli.images import cowley_v4_image_zip, read_indexed_jpegs  # noqa: E402
 from sparsealign.stimuli.mirror import default_mirror_dir  # noqa: E402
 

@@ -19,36 +19,29 @@ Edge-case policies (the same for every metric):
 
 from __future__ import annotations
 
+import importlib
 import inspect
 
 import numpy as np
 
-from sparsealign.align import matching, population, regression
 from sparsealign.align.ceiling import normalise, noise_ceiling
 from sparsealign.align.correlation import check_pair
+from sparsealign.align_metrics import ALIGNMENT_METRICS
 from sparsealign.errors import fail
 
-METRICS: dict = {}
-"""Metric name → function ``(source, target, fold_of, **options) -> dict``, with the
-attributes ``title`` (axis title in figures) and ``per_unit`` (scores each target unit)."""
 
-
-def register_metric(name: str, fn, title: str, per_unit: bool = False):
-    """Make ``fn`` available to configs as ``name``: adding a metric is a module plus this line."""
+def _metric(function: str, title: str, per_unit: bool):
+    """``module.function`` of :mod:`sparsealign.align`, with its ``title`` and ``per_unit``."""
+    module, name = function.split(".")
+    fn = getattr(importlib.import_module(f"sparsealign.align.{module}"), name)
     fn.title, fn.per_unit = title, per_unit
-    METRICS[name] = fn
     return fn
 
 
-register_metric("semi_matching", matching.semi_matching, "Semi-matching (CV r)", per_unit=True)
-register_metric("soft_matching", matching.soft_matching, "Soft-matching (CV r)")
-register_metric("hungarian", matching.hungarian, "One-to-one (CV r)")
-register_metric("ridge", regression.ridge, "Ridge predictivity (CV r)", per_unit=True)
-register_metric("rsa", population.rsa, "RSA (CV Spearman)")
-register_metric("cka", population.cka, "Linear CKA")
-register_metric("cka_debiased", population.cka_debiased, "Debiased CKA")
-register_metric("procrustes", population.procrustes, "Procrustes similarity")
-register_metric("mutual_knn", population.mutual_knn, "Mutual k-NN")
+METRICS: dict = {name: _metric(*row) for name, row in ALIGNMENT_METRICS.items()}
+"""Metric name → function ``(source, target, fold_of, **options) -> dict``, with the
+attributes ``title`` (axis title in figures) and ``per_unit`` (scores each target unit);
+built from :data:`sparsealign.align_metrics.ALIGNMENT_METRICS`, where a metric is added."""
 
 SMALL_WORK = 1e10
 """Below n·(p + q)² multiply-adds, :func:`score` runs with one BLAS thread."""

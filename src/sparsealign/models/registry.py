@@ -6,11 +6,17 @@ A model is found, in this order, as:
   with no arguments and returns a :class:`ModelSpec`; the module must be importable (on
   ``PYTHONPATH``, or in the directory you run from);
 - a built-in: a module in ``sparsealign/models/`` that calls ``register(ModelSpec(...))``
-  at import (every module of the package is imported once);
+  at import (every module of the package but those in :data:`_NOT_MODEL_MODULES` is
+  imported once, by any lookup: every Snakefile parse lists the models' mirror files);
 - an entry point of the group ``sparsealign.models`` of any installed package, whose
   object is a :class:`ModelSpec` or a function returning one.
 
 Nothing else needs editing to add a model.
+
+A built-in spec module must not import torch (or any other heavy package) at import time:
+it holds the constants, the layer names and the ``register`` call, and its ``build`` and
+``preprocess`` are small functions that import the network's code (in
+:mod:`sparsealign.networks`) when called. ``tests/test_models_registry.py`` checks this.
 """
 
 from __future__ import annotations
@@ -44,7 +50,8 @@ class ModelSpec:
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
-_NOT_MODEL_MODULES = {"registry"}
+_NOT_MODEL_MODULES = {"registry", "toy"}
+"""Modules of the package that register no model (``toy`` trains the toy models, with torch)."""
 _discovered = False
 
 

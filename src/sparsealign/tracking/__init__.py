@@ -28,8 +28,8 @@ from sparsealign.tracking.preflight import preflight
 from sparsealign.tracking.reaper import process_tags, reap_orphans
 from sparsealign.tracking.runs import (PARENT_ENV, PARENT_RUN_FILE, JobRun, close_if_running,
                                        end_parent, job_run, open_launcher_parent, parent_run_id,
-                                       start_parent)
+                                       parent_run_in_file, start_parent)
 
 __all__ = ["PARENT_ENV", "PARENT_RUN_FILE", "JobRun", "close_if_running", "enabled", "end_parent",
-           "job_run", "open_launcher_parent", "parent_run_id", "preflight", "process_tags",
-           "reap_orphans", "start_parent", "tracking_uri"]
+           "job_run", "open_launcher_parent", "parent_run_id", "parent_run_in_file", "preflight",
+           "process_tags", "reap_orphans", "start_parent", "tracking_uri"]

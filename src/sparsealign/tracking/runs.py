@@ -112,9 +112,12 @@ def close_parent(client, run_id: str, status: str) -> None:
 
 def parent_run_id() -> str | None:
     """The parent run named by the environment or :data:`PARENT_RUN_FILE`, if any."""
-    run_id = os.environ.get(PARENT_ENV)
-    if run_id:
-        return run_id
+    return os.environ.get(PARENT_ENV) or parent_run_in_file()
+
+
+def parent_run_in_file() -> str | None:
+    """The parent run in :data:`PARENT_RUN_FILE`, if any: the last one Snakemake's ``onstart``
+    opened, which it does only in an invocation that has jobs to run."""
     return PARENT_RUN_FILE.read_text().strip() if PARENT_RUN_FILE.exists() else None
 
 
