@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -478,6 +479,9 @@ def main(argv=None) -> int:
         return run(argv)
     except SparsealignError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        # A store that failed mid-read can leave zarr's concurrent reads pending; their
+        # "Task was destroyed but it is pending!" at exit would add lines to the one line.
+        logging.getLogger("asyncio").disabled = True
         return 2
 
 
