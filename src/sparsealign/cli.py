@@ -141,7 +141,6 @@ def _entry(entry: dict, section: str) -> dict:
 def check(args) -> int:
     """Validate a config (exactly what `run` uses), the files it needs and any stores named."""
     from sparsealign.preflight import config_problems
-    from sparsealign.tracking import parent_run_in_file
 
     problems = config_problems(args.config) + _store_problems(args.stores)
     for problem in problems:
