@@ -281,7 +281,7 @@ def chaos_run(args, scratch: Path, reference: dict, deadline: float) -> dict:
             stages = running_stages(proc)
             kill_all(proc)
             checkpoints = sorted(results_dir(work, configfile).rglob("*.ckpt"))
-            figures["with_checkpoint"] += bool("train_sae" in stages and checkpoints)
+            figures["with_checkpoint"] += bool("train-sae" in stages and checkpoints)
             # This run did not fail on its own up to the kill: the previous kill recovered.
             figures["recovered"] += after_kill
             figures["kills"] += 1
