@@ -90,6 +90,8 @@ def environment(work: Path, src: Path) -> dict:
     env = dict(os.environ)
     env.update(PYTHONPATH=f"{src}{os.pathsep}{env.get('PYTHONPATH', '')}",
                SPARSEALIGN_TRACKING="on", PYTHONWARNINGS="ignore",
+               # Real SAE jobs train for seconds: checkpoint often, so kills find one.
+               SPARSEALIGN_CHECKPOINT_SECONDS="2",
                MLFLOW_TRACKING_URI=f"sqlite:///{work}/mlruns/mlflow.db",
                SPARSEALIGN_DATA_MIRROR=os.environ.get(
                    "SPARSEALIGN_DATA_MIRROR", str((REPO.parent / "shared" / "data").resolve())))

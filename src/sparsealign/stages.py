@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -161,8 +162,9 @@ def import_recording(params: dict, path, out, job, ids=None) -> None:
 
 # --------------------------------------------------------------------------- SAEs
 TIMING_KEYS = ("seconds", "tokens_per_second", "data_wait_seconds")
-# A killed SAE job loses at most this much training: its rerun resumes from the checkpoint.
-CHECKPOINT_SECONDS = 10.0
+# A killed SAE job loses at most this much training: its rerun resumes from the checkpoint
+# (SPARSEALIGN_CHECKPOINT_SECONDS overrides it, e.g. on preemptible nodes).
+CHECKPOINT_SECONDS = float(os.environ.get("SPARSEALIGN_CHECKPOINT_SECONDS") or 10.0)
 
 
 def sae_config(params: dict, d_in: int):
