@@ -184,6 +184,19 @@ def test_a_short_run_checkpoints_by_time_and_resumes_exactly(tmp_path, data):
         assert torch.equal(value, resumed.state_dict()[name]), name
 
 
+def test_checkpoint_interval_comes_from_the_environment(monkeypatch):
+    from sparsealign.errors import SparsealignError
+    from sparsealign.stages import CHECKPOINT_SECONDS, checkpoint_seconds
+
+    monkeypatch.delenv("SPARSEALIGN_CHECKPOINT_SECONDS", raising=False)
+    assert checkpoint_seconds() == CHECKPOINT_SECONDS
+    monkeypatch.setenv("SPARSEALIGN_CHECKPOINT_SECONDS", "2.5")
+    assert checkpoint_seconds() == 2.5
+    monkeypatch.setenv("SPARSEALIGN_CHECKPOINT_SECONDS", "soon")
+    with pytest.raises(SparsealignError, match="SPARSEALIGN_CHECKPOINT_SECONDS: 'soon' is not a number"):
+        checkpoint_seconds()
+
+
 KILLED_RUN = """
 import os, signal, sys, numpy as np, torch
 torch.set_num_threads(1)

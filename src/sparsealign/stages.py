@@ -162,9 +162,21 @@ def import_recording(params: dict, path, out, job, ids=None) -> None:
 
 # --------------------------------------------------------------------------- SAEs
 TIMING_KEYS = ("seconds", "tokens_per_second", "data_wait_seconds")
-# A killed SAE job loses at most this much training: its rerun resumes from the checkpoint
-# (SPARSEALIGN_CHECKPOINT_SECONDS overrides it, e.g. on preemptible nodes).
-CHECKPOINT_SECONDS = float(os.environ.get("SPARSEALIGN_CHECKPOINT_SECONDS") or 10.0)
+CHECKPOINT_SECONDS = 10.0
+
+
+def checkpoint_seconds() -> float:
+    """How much SAE training a kill may lose: the rerun resumes from the checkpoint.
+
+    ``SPARSEALIGN_CHECKPOINT_SECONDS`` overrides :data:`CHECKPOINT_SECONDS` (e.g. on
+    preemptible nodes, or to make fault injection find checkpoints in short jobs).
+    """
+    text = os.environ.get("SPARSEALIGN_CHECKPOINT_SECONDS")
+    try:
+        return float(text) if text else CHECKPOINT_SECONDS
+    except ValueError:
+        raise fail("SPARSEALIGN_CHECKPOINT_SECONDS", f"{text!r} is not a number",
+                   "seconds of training between checkpoints") from None
 
 
 def sae_config(params: dict, d_in: int):
@@ -260,7 +272,7 @@ def train_sae(params: dict, activations, seed: int, sae_out, random_out, history
     checkpoint = checkpoint_for(sae_out, params, source)
     total = math.ceil(n_train / cfg.batch_size) * cfg.epochs
     with Progress(f"SAE {source}", total) as bar:
-        sae, history = fit(data, cfg, checkpoint=checkpoint, checkpoint_seconds=CHECKPOINT_SECONDS,
+        sae, history = fit(data, cfg, checkpoint=checkpoint, checkpoint_seconds=checkpoint_seconds(),
                            log_fn=lambda step, row: bar.update(
             step - bar.done, loss=row["loss"], fvu=row["fvu"], l0=row["l0"]))
     random_sae = build_sae(sae_config({**params, "seed": params["random_seed"] + seed}, d_in), d_in)
