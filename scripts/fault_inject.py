@@ -279,6 +279,14 @@ def chaos_run(args, scratch: Path, reference: dict, deadline: float) -> dict:
         reached = max(started, time.monotonic() - 0.2)
         while proc.poll() is None and time.monotonic() < reached + extra:
             time.sleep(0.05)
+        if figures["with_checkpoint"] < args.checkpoint_kills:
+            # A kill that finds SAE training running waits (≤ 60 s) for its checkpoint, so
+            # that resume is exercised: real SAE jobs train for seconds, and start slowly.
+            wait_until = time.monotonic() + 60
+            while (proc.poll() is None and time.monotonic() < wait_until
+                   and "train-sae" in running_stages(proc)
+                   and not any(results_dir(work, configfile).rglob("*.ckpt"))):
+                time.sleep(0.2)
         if proc.poll() is None:
             stages = running_stages(proc)
             kill_all(proc)
@@ -347,6 +355,9 @@ def main(argv=None) -> int:
     parser.add_argument("--configfile", default="config/config.yaml")
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--checkpoint-kills", type=int, default=3,
+                        help="until this many kills found SAE training with a checkpoint, a kill "
+                        "that finds SAE training waits for its checkpoint")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--budget-s", type=float, default=4 * 3600, help="stop killing after this")
     parser.add_argument("--reference", help="clean_hashes.json from an earlier run (skips the clean run)")
