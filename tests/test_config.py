@@ -38,9 +38,9 @@ def test_the_default_plan_is_the_paper_grid():
     assert all(c.a.labels["pair"] == c.b.labels["pair"] and c.a.labels["seed"] % 2 == 0
                for c in plan.comparisons["toy"])
     assert len(plan.comparisons["dnn"]) == 21 * 2  # 7 models: 21 pairs, at 2 layers
-    assert len(plan.comparisons["v4"]) == 5 * 4  # 5 layers × 4 sessions
+    assert len(plan.comparisons["v4"]) == 5 * 11  # 5 layers × every session of the mirror
     assert {c.group for c in plan.comparisons["v4"]} == {0, 1}  # two held-out groups
-    assert len(plan.comparisons["v4_size"]) == 4 * 4  # 4 fractions × 4 sessions at conv5
+    assert len(plan.comparisons["v4_size"]) == 4 * 11  # 4 fractions × 11 sessions at conv5
     assert len(plan.comparisons["cross"]) == 4
 
 

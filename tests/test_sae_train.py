@@ -168,6 +168,23 @@ def test_killed_run_resumes_to_identical_weights(tmp_path, data):
     assert torch.equal(again.W_enc, reference.W_enc)
 
 
+def test_max_steps_stops_mid_epoch_and_resumes_to_the_same_weights(tmp_path, data):
+    x = data[0][:3000]   # 12 batches per epoch: 30 steps end in the third epoch
+    config = cfg(epochs=5, max_steps=30, log_every=5, lr_decay_fraction=0.5)
+    assert config.total_steps(len(x)) == 30 and cfg(epochs=2).total_steps(len(x)) == 24
+    reference, history = train_sae(x, config)
+    assert history["final"]["steps"] == 30 and history["step"][-1] == 30
+    assert history["lr"][-1] < 0.1 * config.lr       # the decay ends at the cap, not at 60
+    ckpt = tmp_path / "run.ckpt"
+    with pytest.raises(Killed):
+        train_sae(x, config, checkpoint=ckpt, checkpoint_every=4, log_fn=kill_at(25))
+    resumed, _ = train_sae(x, config, checkpoint=ckpt)
+    for name, value in reference.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[name]), name
+    with pytest.raises(SparsealignError, match="max_steps"):
+        cfg(max_steps=0)
+
+
 def test_a_short_run_checkpoints_by_time_and_resumes_exactly(tmp_path, data):
     # Far fewer steps than checkpoint_every: only the time bound (0 s: after every step)
     # writes a checkpoint before the kill, and the resumed run ends where a clean one does.

@@ -9,7 +9,6 @@ and names no dataset or experiment: those come from the config.
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 from pathlib import Path
@@ -270,8 +269,7 @@ def train_sae(params: dict, activations, seed: int, sae_out, random_out, history
     log(f"training {cfg.architecture} SAE ({cfg.n_latents} latents, k={cfg.k}, seed {seed}) on "
         f"{n_train} × {d_in} rows of {source}")
     checkpoint = checkpoint_for(sae_out, params, source)
-    total = math.ceil(n_train / cfg.batch_size) * cfg.epochs
-    with Progress(f"SAE {source}", total) as bar:
+    with Progress(f"SAE {source}", cfg.total_steps(n_train)) as bar:
         sae, history = fit(data, cfg, checkpoint=checkpoint, checkpoint_seconds=checkpoint_seconds(),
                            log_fn=lambda step, row: bar.update(
             step - bar.done, loss=row["loss"], fvu=row["fvu"], l0=row["l0"]))

@@ -89,6 +89,10 @@ class SAEConfig:
     epochs: int = 1
     """Passes over the data, each shuffled with (seed, epoch)."""
 
+    max_steps: int | None = None
+    """Stop after this many optimiser steps, mid-epoch if need be (None: every epoch). A
+    fixed step budget makes SAEs trained on different amounts of data cost the same."""
+
     seed: int = 0
     """Seeds the initialisation and the data order."""
 
@@ -123,6 +127,10 @@ class SAEConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise fail(f"sae.{name}", f"{value!r}", "a positive integer")
+        if self.max_steps is not None and (isinstance(self.max_steps, bool)
+                                           or not isinstance(self.max_steps, int)
+                                           or self.max_steps < 1):
+            raise fail("sae.max_steps", f"{self.max_steps!r}", "a positive integer or null")
         if self.k > self.n_latents:
             raise fail("sae.k", f"k={self.k} exceeds n_latents={self.n_latents}",
                        "1 <= k <= n_latents")
@@ -158,3 +166,8 @@ class SAEConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def total_steps(self, n_rows: int) -> int:
+        """Optimiser steps of a run on ``n_rows`` rows: every epoch, capped at ``max_steps``."""
+        steps = -(-n_rows // self.batch_size) * self.epochs
+        return steps if self.max_steps is None else min(steps, self.max_steps)

@@ -22,7 +22,7 @@ from sparsealign.atomic import atomic_path
 from sparsealign.errors import fail
 from sparsealign.sae import metrics
 from sparsealign.sae.config import SAEConfig
-from sparsealign.sae.data import Prefetcher, as_source, iter_batches, n_batches
+from sparsealign.sae.data import Prefetcher, as_source, iter_batches
 from sparsealign.sae.variants import build_sae
 
 CHECKPOINT_FORMAT = "sparsealign-sae-checkpoint/1"
@@ -129,8 +129,7 @@ def train_sae(data, cfg: SAEConfig, *, init=None, log_fn=None, checkpoint=None,
     sae.train()
     opt = torch.optim.AdamW(sae.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
                             fused=True)
-    per_epoch = n_batches(source.n_rows, cfg.batch_size)
-    total = per_epoch * cfg.epochs
+    total = cfg.total_steps(source.n_rows)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, cfg, total))
     state = TrainState(tokens_since_fired=torch.zeros(cfg.n_latents, dtype=torch.long,
                                                       device=device),
@@ -147,7 +146,7 @@ def train_sae(data, cfg: SAEConfig, *, init=None, log_fn=None, checkpoint=None,
     start_time, start_tokens, data_wait = time.perf_counter(), state.tokens, 0.0
     saved_at = start_time
     autocast = autocast_for(cfg, device)
-    while state.epoch < cfg.epochs:
+    while state.epoch < cfg.epochs and state.step < total:
         batches = iter_batches(source, cfg.batch_size, cfg.shuffle_window_rows, cfg.seed,
                                state.epoch, state.batch)
         if device.type == "cpu":
@@ -170,6 +169,8 @@ def train_sae(data, cfg: SAEConfig, *, init=None, log_fn=None, checkpoint=None,
                         and time.perf_counter() - saved_at >= checkpoint_seconds)):
                     _save_checkpoint(checkpoint, cfg, source, sae, opt, sched, state)
                     saved_at = time.perf_counter()
+                if state.step >= total:
+                    break
                 ready = time.perf_counter()
         finally:
             batches.close()
