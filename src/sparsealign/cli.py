@@ -475,13 +475,16 @@ def run(argv=None) -> int:
 
 def main(argv=None) -> int:
     try:
-        return run(argv)
+        code = run(argv)
     except SparsealignError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        # A store that failed mid-read can leave zarr's concurrent reads pending; their
-        # "Task was destroyed but it is pending!" at exit would add lines to the one line.
+        code = 2
+    if code:
+        # A store that failed mid-read (here or in `check`) can leave zarr's concurrent reads
+        # pending; their "Task was destroyed but it is pending!" at exit would add lines to
+        # the one error line.
         logging.getLogger("asyncio").disabled = True
-        return 2
+    return code
 
 
 if __name__ == "__main__":
