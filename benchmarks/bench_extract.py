@@ -56,7 +56,10 @@ def cowley_direct_fit_cuda():
     return on_cuda("cowley_direct_fit")
 
 
-def bare_loop(model: str, images, batch_size: int, device: str = "cpu") -> None:
+def bare_loop(model: str, images, batch_size: int, device: str = "cpu",
+              channels_last: bool = False) -> None:
+    """The loop a user writes; ``channels_last`` also puts the network and each batch in the
+    channels-last layout, as ``extract_network`` does (the same convolution kernels)."""
     import torch
 
     from sparsealign.models import get_model
@@ -64,9 +67,12 @@ def bare_loop(model: str, images, batch_size: int, device: str = "cpu") -> None:
     spec = get_model(model)
     last = spec.layers[list(LAYERS)[-1]]
     net = _truncated(spec.build().to(device).eval(), last)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    net = net.to(memory_format=layout)
     with torch.no_grad():
         for start in range(0, len(images), batch_size):
-            out = net(spec.preprocess(images[start:start + batch_size]).to(device))
+            batch = spec.preprocess(images[start:start + batch_size]).to(device)
+            out = net(batch.contiguous(memory_format=layout))
     if device.startswith("cuda"):
         out.cpu()
 
@@ -97,7 +103,7 @@ def measure(model: str, n_images: int, batch_size: int, repeats: int, rows_setti
     variants = {"extract+rows": rows_settings}
     if all_positions:
         variants["extract+all rows"] = {**rows_settings, "positions": None}
-    runs = {"bare": [], "extract": [], **{name: [] for name in variants}}
+    runs = {"bare": [], "bare channels-last": [], "extract": [], **{name: [] for name in variants}}
     cpu = {name: [] for name in runs}
     written = {}
     with tempfile.TemporaryDirectory(prefix="sparsealign-extract-") as tmp:
@@ -112,8 +118,8 @@ def measure(model: str, n_images: int, batch_size: int, repeats: int, rows_setti
             for name in order:
                 start, start_cpu = time.perf_counter(), time.process_time()
                 with contextlib.redirect_stdout(io.StringIO()):
-                    if name == "bare":
-                        bare_loop(model, images, batch_size, device)
+                    if name.startswith("bare"):
+                        bare_loop(model, images, batch_size, device, name != "bare")
                     else:
                         out = run_extract(model, images, tmp / name, batch_size,
                                           variants.get(name), device)
@@ -151,7 +157,11 @@ def extract_rows(quick: bool, model: str = "cowley_direct_fit") -> list:
     rows = [Row("extraction", f"images per CPU s, extract_network (no rows store), {what}",
                 n / c["extract"], "img/s", "bare no_grad loop", n / c["bare"], goal=">= 0.95",
                 note=f"wall img/s {n / s['extract']:.1f} vs {n / s['bare']:.1f}; wall s, "
-                     f"each run: {each}")]
+                     f"each run: {each}"),
+            Row("extraction", f"images per CPU s, extract_network (no rows store), {what}",
+                n / c["extract"], "img/s", "bare no_grad loop in channels-last layout",
+                n / c["bare channels-last"], goal=">= 0.95",
+                note="the same convolution kernels as extract_network: its own overhead")]
     for name, label in (("extract+rows", "16 positions"), ("extract+all rows", "all positions")):
         w, sec = m["written"][name], s[name]
         rows.append(Row("extraction", f"wall with the rows store ({label}, float16) / without",

@@ -11,6 +11,17 @@ import pytest
 os.environ.setdefault("SPARSEALIGN_TRACKING", "off")
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (``--dist loadgroup``, the default in pyproject.toml): every test of
+    the shared smoke run goes to one worker, so the smoke pipeline runs once per session;
+    every other test stays with its module, so module fixtures (a server, a crash run) are
+    built once."""
+    for item in items:
+        group = "smoke_run" if "smoke_run" in item.fixturenames else item.module.__name__
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 @pytest.fixture(autouse=True)
 def one_thread():
     """Tests run on 2 shared cores: one torch and one BLAS thread keep them fast and deterministic."""

@@ -7,7 +7,8 @@ from torch import nn
 
 from sparsealign import schema
 from sparsealign.errors import SparsealignError
-from sparsealign.extract import extract_activations, reduce_activation, save_activations
+from sparsealign.extract import (extract_activations, reduce_activation, save_activations,
+                                 scoring_vectors)
 
 
 class Tiny(nn.Module):
@@ -111,3 +112,13 @@ def test_reduce_activation_keeps_vectors_and_centres_odd_and_even_maps():
     x = torch.arange(2 * 3 * 4 * 5, dtype=torch.float32).reshape(2, 3, 4, 5)
     assert torch.equal(reduce_activation(x, "center"), x[:, :, 2, 2])
     assert torch.equal(reduce_activation(x[:, :, 0, 0], "mean"), x[:, :, 0, 0])
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_scoring_vectors_keep_no_feature_map_alive(layout):
+    # A centre vector is a view of the batch's whole output: stored as it is, every batch's
+    # maps would stay in memory until the store is written (24 GB for VGG16 on 3,000 images).
+    output = torch.randn(8, 16, 32, 32).contiguous(memory_format=layout)
+    vectors = scoring_vectors(output, "center")
+    assert torch.equal(vectors, output[:, :, 16, 16])
+    assert vectors.untyped_storage().nbytes() == 8 * 16 * 4
