@@ -182,6 +182,31 @@ class _Capture:
         return captured
 
 
+def _release_freed_memory() -> None:
+    """Hand the heap's free memory back to the OS (glibc; elsewhere nothing to do).
+
+    A batch frees feature maps of every size; glibc keeps freed heap memory, and with the
+    channels-last layout its heap grew by about 2 MB per VGG16 image (20 GB over the
+    10,537 V4 images) although nothing was held. Trimming once per batch keeps the
+    process at its working set, for about 1 % of the time.
+    """
+    global _LIBC
+    if _LIBC is None:
+        import ctypes
+        import ctypes.util
+
+        try:
+            _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            _LIBC.malloc_trim
+        except (OSError, AttributeError):
+            _LIBC = False
+    if _LIBC:
+        _LIBC.malloc_trim(0)
+
+
+_LIBC = None
+
+
 def _progress(source: str, start: int, batch_size: int, n: int) -> None:
     """About ten progress lines per extraction, and the last batch."""
     n_batches = math.ceil(n / batch_size)
@@ -384,6 +409,7 @@ def extract_network(model: str, stimulus_ids, stimuli, layers: dict[str, str | N
                             temps[name], name, paths[name], capture.shapes[name], stimulus_ids,
                             settings, source=model, config=config)
                     writer.submit(stores[name].append, _interleave(layer_parts))
+            _release_freed_memory()
             _progress(model, start, batch_size, n)
         if writer is not None:
             for store in stores.values():
