@@ -152,8 +152,10 @@ def test_every_job_ran_as_a_slurm_job(slurm, slurm_run):
     assert Counter(job["rule"] for job in jobs) == _job_counts(_log(proc))
     assert {(job["account"], job["partition"]) for job in jobs} == {(slurm_cluster.ACCOUNT,
                                                                     slurm_cluster.PARTITION)}
-    # The GPU is asked for on SAE training only, and slurmctld allocated it.
-    assert all(("gres/gpu=1" in job["tres"]) == (job["rule"] == "train_sae") for job in jobs), jobs
+    # The GPU is asked for on SAE training only (the SAEs and the settings sweep), and
+    # slurmctld allocated it.
+    assert all(("gres/gpu=1" in job["tres"]) == (job["rule"] in ("train_sae", "sae_sweep"))
+               for job in jobs), jobs
 
 
 def test_outputs_are_identical_to_the_local_run(slurm_run, smoke_run):
