@@ -36,6 +36,7 @@ flips) its flipped image's. The whole layout is a function of the inputs and the
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import queue
 import threading
@@ -190,21 +191,21 @@ def _release_freed_memory() -> None:
     10,537 V4 images) although nothing was held. Trimming once per batch keeps the
     process at its working set, for about 1 % of the time.
     """
-    global _LIBC
-    if _LIBC is None:
-        import ctypes
-        import ctypes.util
-
-        try:
-            _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-            _LIBC.malloc_trim
-        except (OSError, AttributeError):
-            _LIBC = False
-    if _LIBC:
-        _LIBC.malloc_trim(0)
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
-_LIBC = None
+@functools.cache
+def _malloc_trim():
+    """glibc's ``malloc_trim``, or None where the C library has none."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
 
 
 def _progress(source: str, start: int, batch_size: int, n: int) -> None:

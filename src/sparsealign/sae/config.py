@@ -123,14 +123,12 @@ class SAEConfig:
                        f"one of {sorted(VARIANTS)}")
         positive = ("n_latents", "k", "dead_tokens", "batch_size", "epochs", "log_every",
                     "shuffle_window_rows")
+        if self.max_steps is not None:
+            positive += ("max_steps",)
         for name in positive:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise fail(f"sae.{name}", f"{value!r}", "a positive integer")
-        if self.max_steps is not None and (isinstance(self.max_steps, bool)
-                                           or not isinstance(self.max_steps, int)
-                                           or self.max_steps < 1):
-            raise fail("sae.max_steps", f"{self.max_steps!r}", "a positive integer or null")
         if self.k > self.n_latents:
             raise fail("sae.k", f"k={self.k} exceeds n_latents={self.n_latents}",
                        "1 <= k <= n_latents")
@@ -169,5 +167,7 @@ class SAEConfig:
 
     def total_steps(self, n_rows: int) -> int:
         """Optimiser steps of a run on ``n_rows`` rows: every epoch, capped at ``max_steps``."""
-        steps = -(-n_rows // self.batch_size) * self.epochs
+        from sparsealign.sae.data import n_batches
+
+        steps = n_batches(n_rows, self.batch_size) * self.epochs
         return steps if self.max_steps is None else min(steps, self.max_steps)
