@@ -94,6 +94,7 @@ def sae_config(x, spec):
     aux = spec.get("aux", False)
     return SAEConfig(architecture="topk", n_latents=spec["latents"], k=spec["k"],
                      batch_size=spec["batch"], lr=spec["lr"], seed=0, device=spec["device"],
+                     decoder_impl=spec.get("decoder_impl", "auto"),
                      aux_k_coef=0.1 if aux else 0.0,
                      dead_tokens=spec.get("dead_tokens", 100_000) if aux else 10**12,
                      log_every=spec.get("log_every", 10**9),

@@ -58,7 +58,7 @@ def matmul_tflops(dtype, n: int = 8192, reps: int = 20) -> float:
     return 2 * n ** 3 * reps / (time.perf_counter() - start) / 1e12
 
 
-def sae_rows(python: str, steps: int) -> list[Row]:
+def sae_rows(python: str, steps: int, decoder_impl: str = "auto") -> list[Row]:
     import torch
 
     import bench_sae
@@ -66,12 +66,13 @@ def sae_rows(python: str, steps: int) -> list[Row]:
     size = {"d": 768, "latents": 12288, "k": 32, "batch": 2048}
     n_rows = bench_sae.EVAL_ROWS + steps * size["batch"]
     data = bench_sae.cached_activations(Path("/tmp/sparsealign-bench"), n_rows, size["d"])
-    spec = {**size, "lr": 1e-3, "device": "cuda", "threads": 4, "data": str(data)}
+    spec = {**size, "lr": 1e-3, "device": "cuda", "threads": 4, "data": str(data),
+            "decoder_impl": decoder_impl}
     runs = bench_sae.compare_libraries(spec, list(bench_sae.LIBRARIES), python, repeats=1)
     name = torch.cuda.get_device_name()
     measured = matmul_tflops(torch.bfloat16)
     nominal = nominal_peak(name)
-    shape = "d=768 L=12288 k=32 b=2048 bf16"
+    shape = f"d=768 L=12288 k=32 b=2048 bf16, decoder {decoder_impl}"
     rows = []
     ours = runs["sparsealign"]
     if isinstance(ours, str):
@@ -144,7 +145,7 @@ def semi_rows() -> list[Row]:
 def extract_rows() -> list[Row]:
     import bench_extract
 
-    n, batch = 512, 64
+    n, batch = 4096, 128     # a few seconds: the stores' fixed costs are not the figure
     try:
         m = bench_extract.measure("bench_extract:cowley_direct_fit_cuda", n, batch, 2,
                                   {"positions": 16}, device="cuda")
@@ -170,6 +171,8 @@ def main(argv=None) -> int:
     parser.add_argument("--python", default=os.environ.get("BENCH_PYTHON", sys.executable))
     parser.add_argument("--only", default="sae,ridge,semi,extract")
     parser.add_argument("--sae-steps", type=int, default=100)
+    parser.add_argument("--decoder-impl", default="auto", choices=("auto", "sparse", "dense"),
+                        help="sparsealign's SAE decoder path in the sae section")
     parser.add_argument("--no-csv", action="store_true")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
@@ -180,7 +183,7 @@ def main(argv=None) -> int:
     started, load_start, commit = now(), load_average(), git_commit()
     print(f"GPU benchmarks {started} on {torch.cuda.get_device_name()}; peers under "
           f"{args.python}", flush=True)
-    sections = {"sae": lambda: sae_rows(args.python, args.sae_steps),
+    sections = {"sae": lambda: sae_rows(args.python, args.sae_steps, args.decoder_impl),
                 "ridge": lambda: ridge_rows(args.python), "semi": semi_rows,
                 "extract": extract_rows}
     rows = []

@@ -102,9 +102,10 @@ class SAEConfig:
 
     decoder_impl: str = "auto"
     """TopK family: ``sparse`` (gather / embedding-bag decoder and encoder gradient, never
-    a dense batch × latents product in the backward pass), ``dense``, or ``auto`` (sparse
-    when k ≤ n_latents / 8 and n_latents ≥ 512; below that the dense products are cheaper
-    than the sparse kernels' fixed costs). Both give the same SAE up to floating point."""
+    a dense batch × latents product in the backward pass), ``dense``, or ``auto`` (on CPU
+    sparse when k ≤ n_latents / 8 and n_latents ≥ 512, below which the dense products are
+    cheaper than the sparse kernels' fixed costs; on CUDA always dense, the faster there).
+    Both give the same SAE up to floating point."""
 
     device: str = "auto"
     """``auto`` (CUDA if available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``."""
@@ -164,6 +165,14 @@ class SAEConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def trains_on_cuda(self) -> bool:
+        """Whether training runs on CUDA: ``device`` names it, or is ``auto`` where CUDA is
+        available (no check that it is: the trainer does that)."""
+        import torch
+
+        return self.device.startswith("cuda") or (
+            self.device == "auto" and torch.cuda.is_available())
 
     def total_steps(self, n_rows: int) -> int:
         """Optimiser steps of a run on ``n_rows`` rows: every epoch, capped at ``max_steps``."""

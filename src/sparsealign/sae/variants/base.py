@@ -11,15 +11,29 @@ from torch import nn
 from sparsealign.sae.kernels import SparseCode, decode_sparse, gather_preacts
 
 ENCODER_INIT_NORM = 3 ** -0.5
-#: ``decoder_impl="auto"`` takes the sparse path from this many latents on: below it the
-#: dense products are so small that the sparse kernels' fixed costs dominate (measured on
-#: one CPU thread: dense is 1.2× faster at 64 and 256 latents, sparse 1.4× at 512).
+#: ``decoder_impl="auto"`` on CPU takes the sparse path from this many latents on: below it
+#: the dense products are so small that the sparse kernels' fixed costs dominate (measured
+#: on one CPU thread: dense is 1.2× faster at 64 and 256 latents, sparse 1.4× at 512).
 SPARSE_MIN_LATENTS = 512
 #: ε of ``input_norm="layernorm"``.
 LAYERNORM_EPS = 1e-5
 
 #: Latent code of a training batch: a dense (batch, latents) tensor or a SparseCode.
 Acts = torch.Tensor | SparseCode
+
+
+def sparse_path(cfg) -> bool:
+    """Whether a TopK-family SAE of ``cfg`` trains through the sparse kernels.
+
+    ``decoder_impl="auto"``: on CPU from :data:`SPARSE_MIN_LATENTS` latents on, with
+    k ≤ latents / 8; never on CUDA, where the dense products cost less than the sparse
+    kernels' scatters (H200, d = 768, 12,288 latents, k = 32, batch 2,048, bf16: 1.23 ms
+    of GPU time per step dense, 1.90 ms sparse; ``benchmarks/gpu_sae_profile.py``).
+    """
+    if cfg.decoder_impl != "auto":
+        return cfg.decoder_impl == "sparse"
+    return (not cfg.trains_on_cuda() and 8 * cfg.k <= cfg.n_latents
+            and cfg.n_latents >= SPARSE_MIN_LATENTS)
 
 
 class StepOutput(NamedTuple):
@@ -59,9 +73,7 @@ class SAE(nn.Module):
         self.b_enc = nn.Parameter(torch.zeros(n))
         self.W_dec = nn.Parameter(w_dec)
         self.b_dec = nn.Parameter(torch.zeros(d_in))
-        sparse = cfg.decoder_impl == "sparse" or (
-            cfg.decoder_impl == "auto" and 8 * cfg.k <= n and n >= SPARSE_MIN_LATENTS)
-        self.sparse = self.sparse_capable and sparse
+        self.sparse = self.sparse_capable and sparse_path(cfg)
 
     # ---- inference form -------------------------------------------------------------
     def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
