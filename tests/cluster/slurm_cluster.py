@@ -6,11 +6,12 @@ every file under one folder, every port picked free. :func:`start` returns once 
 shows the node idle; :meth:`Cluster.stop` stops every daemon it started, by pid (it is also
 registered with ``atexit``).
 
-The node is what this machine has (``slurmd -C``: CPUs, memory) plus two stand-in GPUs: a
-``gpu`` GRES whose ``File=`` entries are ``/dev/null`` and ``/dev/zero``, so that ``sbatch
---gpus=1`` is scheduled by slurmctld as on a GPU cluster (jobs get CUDA_VISIBLE_DEVICES; no
-CUDA device exists, so torch stays on the CPU). Accounting is real: ``sacct``/``sacctmgr`` talk to slurmdbd,
-which stores jobs in MariaDB; associations are enforced, so a job needs a real account.
+The node is this machine's memory (``slurmd -C``), two job slots per core (SLOTS_PER_CPU),
+and four stand-in GPUs: a ``gpu`` GRES whose ``File=`` entries are device files that exist
+everywhere (GPU_FILES), so that ``sbatch --gpus=1`` is scheduled by slurmctld as on a GPU
+cluster (jobs get CUDA_VISIBLE_DEVICES; no CUDA device exists, so torch stays on the CPU).
+Accounting is real: ``sacct``/``sacctmgr`` talk to slurmdbd, which stores jobs in MariaDB;
+associations are enforced, so a job needs a real account.
 
 By hand: ``python tests/cluster/slurm_cluster.py /tmp/slurm`` starts it and prints the
 environment to use (``SLURM_CONF``); Ctrl-C stops it.
@@ -35,6 +36,12 @@ CLUSTER = "sparsealign-ci"
 PROGRAMS = ("munged", "mungekey", "mariadbd", "mariadb-install-db", "slurmdbd", "slurmctld",
             "slurmd", "sinfo", "sbatch", "srun", "sacct", "sacctmgr", "squeue", "scancel")
 PACKAGES = "slurm-wlm slurmdbd munge mariadb-server"
+#: Job slots per core of this machine. A smoke-run SLURM job spends about half of its
+#: 15 s in SLURM's and Snakemake's start-up (two jobs on two cores kept the load average
+#: near 1), so the node declares twice this machine's CPUs (``config_overrides``).
+SLOTS_PER_CPU = 2
+#: Stand-in GPUs: device files that exist everywhere, one per slot of a 2-core machine.
+GPU_FILES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/urandom")
 
 
 def missing_programs() -> list[str]:
@@ -135,7 +142,7 @@ def _start(c: Cluster) -> None:
     db_socket = state / "run" / "mysqld.sock"
     ports = {name: _free_port() for name in ("ctld", "slurmd", "dbd", "db")}
     hardware = _node_hardware()
-    c.cpus, c.mem_mb = hardware["cpus"], hardware["mem_mb"]
+    c.cpus, c.mem_mb = SLOTS_PER_CPU * hardware["cpus"], hardware["mem_mb"]
     path = f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin"
     # snakemake-executor-plugin-slurm-jobstep (0.6.1) drops SLURM_CONF from the environment
     # of the srun it calls inside each job. A real cluster's slurm.conf is at /etc/slurm (or
@@ -182,10 +189,9 @@ def _start(c: Cluster) -> None:
         f"LogFile={log / 'slurmdbd.log'}\n")
     dbd_conf.chmod(0o600)
 
-    # Two stand-in GPUs (device files that exist everywhere), so that two SAE trainings can
-    # share the node as on the local run's two cores.
-    (etc / "gres.conf").write_text("NodeName=localhost Name=gpu File=/dev/null\n"
-                                   "NodeName=localhost Name=gpu File=/dev/zero\n")
+    # Stand-in GPUs, so that SAE trainings share the node as other jobs do.
+    (etc / "gres.conf").write_text("".join(f"NodeName=localhost Name=gpu File={f}\n"
+                                           for f in GPU_FILES))
     (etc / "slurm.conf").write_text(f"""\
 ClusterName={CLUSTER}
 SlurmctldHost=localhost(127.0.0.1)
@@ -219,7 +225,9 @@ MailProg=/bin/true
 MpiDefault=none
 # sacct shows the plugin's --comment (rule and wildcards of each job).
 AccountingStoreFlags=job_comment
-NodeName=localhost NodeAddr=127.0.0.1 CPUs={c.cpus} RealMemory={c.mem_mb} Gres=gpu:2 State=UNKNOWN
+# The node as declared here (CPUs: SLOTS_PER_CPU per core), not as slurmd detects it.
+SlurmdParameters=config_overrides
+NodeName=localhost NodeAddr=127.0.0.1 CPUs={c.cpus} RealMemory={c.mem_mb} Gres=gpu:{len(GPU_FILES)} State=UNKNOWN
 PartitionName={PARTITION} Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 """)
 
