@@ -18,8 +18,13 @@ def pytest_collection_modifyitems(config, items):
     every other test stays with its module, so module fixtures (a server, a crash run) are
     built once."""
     for item in items:
-        group = "smoke_run" if "smoke_run" in item.fixturenames else item.module.__name__
+        in_smoke_group = "smoke_run" in item.fixturenames or item.get_closest_marker("slurm")
+        group = "smoke_run" if in_smoke_group else item.module.__name__
         item.add_marker(pytest.mark.xdist_group(group))
+    # The live SLURM session (tests/cluster/test_slurm.py) runs in a thread beside the other
+    # tests of its worker: its first test starts it, the tests that read it come last.
+    items.sort(key=lambda item: 1 if not item.get_closest_marker("slurm")
+               else 0 if item.name == "test_live_cluster_is_up" else 2)
 
 
 @pytest.fixture(autouse=True)

@@ -19,6 +19,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -37,21 +38,95 @@ PROFILE = ROOT / "workflow" / "profiles" / "slurm" / "config.yaml"
 COMPARED = ("results-smoke", "data/raw")  # every file under these, except the report
 
 
-@pytest.fixture(scope="session")
-def slurm(tmp_path_factory):
+def skip_reason() -> str | None:
     if os.environ.get("SPARSEALIGN_SLURM_TEST") == "0":
-        pytest.skip("live SLURM test: turned off by SPARSEALIGN_SLURM_TEST=0")
+        return "live SLURM test: turned off by SPARSEALIGN_SLURM_TEST=0"
     if os.geteuid() != 0:
-        pytest.skip("live SLURM test: needs root (slurmd, SlurmUser=root)")
+        return "live SLURM test: needs root (slurmd, SlurmUser=root)"
     missing = slurm_cluster.missing_programs()
     if missing:
-        pytest.skip(f"live SLURM test: {', '.join(missing)} not installed "
-                    f"(apt-get install {slurm_cluster.PACKAGES})")
-    cluster = slurm_cluster.start(tmp_path_factory.mktemp("slurm"))
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
+        return (f"live SLURM test: {', '.join(missing)} not installed "
+                f"(apt-get install {slurm_cluster.PACKAGES})")
+    return None
+
+
+class SlurmSession:
+    """The cluster, the SLURM smoke run and the cancelled-and-resumed rerun, in a thread.
+
+    The SLURM run spends most of its time waiting (SLURM's and Snakemake's start-up, the
+    plugin's status polling), so it runs beside the other tests of its xdist worker, the
+    local smoke run among them: the first test of the smoke run's group starts it
+    (conftest.py orders it first and the other tests of this module last), and the tests
+    read what it recorded. What a later step changes (outputs, MLflow runs) is recorded
+    as soon as the step before it ends.
+    """
+
+    def __init__(self, root: Path):
+        self.root, self.error, self.cluster = root, None, None
+        self.procs = []                     # every process group it started, for stop()
+        self.ready = threading.Event()      # the cluster is up (or failed to start)
+        self.thread = threading.Thread(target=self._run, name="slurm-session", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            try:
+                self.cluster = slurm_cluster.start(self.root / "slurm")
+            finally:
+                self.ready.set()
+            (self.root / "run").mkdir()
+            self.work = workdir(self.root / "run")
+            self.env = slurm_env(self.cluster, self.work)
+            start = time.monotonic()
+            self.proc = run_pipeline(self.cluster, self.work, self.env, self.procs.append)
+            self.seconds = time.monotonic() - start
+            self.load = os.getloadavg()
+            self.jobs = sacct_jobs(self.cluster)
+            self.md5s = output_md5s(self.work)
+            self.mlflow = mlflow_runs(self.env)
+            if self.proc.returncode == 0:
+                self.resume = cancel_and_resume(self.cluster, self.work, self.env, self.procs.append)
+        except BaseException as exc:  # re-raised in the tests that read the session
+            self.error = exc
+            self.ready.set()
+
+    def wait(self) -> "SlurmSession":
+        self.thread.join(timeout=3600)
+        if self.thread.is_alive():
+            raise TimeoutError("the SLURM session did not end within an hour")
+        if self.error is not None:
+            raise self.error
+        return self
+
+    def stop(self) -> None:
+        """At the end of the test session; a run still going (its tests deselected, the
+        session interrupted) is killed with its process group."""
+        if self.thread.is_alive():
+            for proc in self.procs:
+                kill_group(proc)
+        self.thread.join(timeout=300)
+        if self.cluster is not None:
+            self.cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def slurm_session(tmp_path_factory):
+    reason = skip_reason()
+    if reason:
+        pytest.skip(reason)
+    session = SlurmSession(tmp_path_factory.mktemp("slurm-session"))
+    yield session
+    session.stop()
+
+
+@pytest.fixture
+def slurm(slurm_session):
+    """The session once it has ended (cluster still up until the end of the test session)."""
+    session = slurm_session.wait()
+    print(f"\nSLURM smoke run: {session.seconds:.0f} s, load average {session.load}; sacct "
+          f"states: {dict(Counter(job['state'] for job in session.jobs))}")
+    assert session.proc.returncode == 0, _log(session.proc)[-6000:]
+    return session
 
 
 def fit_to_node(cluster) -> list[str]:
@@ -109,11 +184,14 @@ def _log(proc) -> str:
     return proc.stdout + proc.stderr
 
 
-def run_pipeline(cluster, work: Path, env: dict) -> subprocess.CompletedProcess:
-    """The SLURM run, in a process group of its own that is killed whatever happens."""
+def run_pipeline(cluster, work: Path, env: dict, register=None) -> subprocess.CompletedProcess:
+    """The SLURM run, in a process group of its own that is killed whatever happens
+    (``register(proc)`` is called with it first)."""
     command = slurm_command(cluster)
     proc = subprocess.Popen(command, cwd=work, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+    if register:
+        register(proc)
     try:
         out, err = proc.communicate(timeout=1200)
     finally:
@@ -129,41 +207,6 @@ def kill_group(proc) -> None:
     proc.wait()
 
 
-@pytest.fixture(scope="session")
-def slurm_run(slurm, tmp_path_factory):
-    work = workdir(tmp_path_factory.mktemp("slurm-e2e"))
-    env = slurm_env(slurm, work)
-    start = time.monotonic()
-    proc = run_pipeline(slurm, work, env)
-    elapsed = time.monotonic() - start
-    print(f"\nSLURM smoke run: {elapsed:.0f} s, load average {os.getloadavg()}")
-    assert proc.returncode == 0, _log(proc)[-6000:]
-    return work, env, proc
-
-
-def test_every_job_ran_as_a_slurm_job(slurm, slurm_run):
-    work, _, proc = slurm_run
-    jobs = sacct_jobs(slurm)
-    print("sacct states:", dict(Counter(job["state"] for job in jobs)))
-    assert jobs and all(job["state"] == "COMPLETED" for job in jobs), jobs
-    assert Counter(job["rule"] for job in jobs) == _job_counts(_log(proc))
-    assert {(job["account"], job["partition"]) for job in jobs} == {(slurm_cluster.ACCOUNT,
-                                                                    slurm_cluster.PARTITION)}
-    # The GPU is asked for on SAE training only (the SAEs and the settings sweep), and
-    # slurmctld allocated it.
-    assert all(("gres/gpu=1" in job["tres"]) == (job["rule"] in ("train_sae", "sae_sweep"))
-               for job in jobs), jobs
-
-
-def test_outputs_are_identical_to_the_local_run(slurm_run, smoke_run):
-    work, _, _ = slurm_run
-    local, _, _ = smoke_run
-    ours, theirs = output_md5s(work), output_md5s(local)
-    assert sorted(ours) == sorted(theirs)
-    assert [path for path in ours if ours[path] != theirs[path]] == []
-    assert (work / "results-smoke" / "report.html").stat().st_size > 10_000
-
-
 def mlflow_runs(env):
     from mlflow.tracking import MlflowClient
 
@@ -176,52 +219,95 @@ def mlflow_runs(env):
     return parents, children
 
 
-def test_mlflow_has_one_parent_and_one_child_per_slurm_job(slurm_run):
-    _, env, proc = slurm_run
-    parents, children = mlflow_runs(env)
-    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
-    assert all(r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id for r in children)
-    assert all(r.info.status == "FINISHED" for r in children)
-    assert Counter(r.data.tags["snakemake.rule"] for r in children) == _job_counts(_log(proc))
-
-
-def test_cancelled_slurm_run_resumes_with_the_same_command(slurm, slurm_run, smoke_run):
-    """scancel every job and SIGKILL the submitting Snakemake midway; the same command finishes."""
-    work, env, _ = slurm_run
-    before = max(job["id"] for job in sacct_jobs(slurm))
-    expected = output_md5s(smoke_run[0])
-    # The toy experiment's summary and the report again: 2 jobs, cancelled once the summary
-    # has completed while the report runs (each wave of jobs costs the plugin's status
-    # polling, 14-36 s here, so the chain is kept short).
+def cancel_and_resume(cluster, work: Path, env: dict, register) -> dict:
+    """scancel every job and SIGKILL the submitting Snakemake midway through a rerun of the
+    toy experiment's summary and the report (2 jobs: cancelled once the summary has
+    completed, while the report runs; a short chain, since each wave of jobs costs the
+    plugin's status polling, 14-36 s here); then the same command again."""
+    before = max(job["id"] for job in sacct_jobs(cluster))
     toy = work / "results-smoke" / "toy"
     for path in ("alignment.csv", "summary.csv", "figure.png", "sae_quality.csv", "../report.html"):
         (toy / path).unlink()
-    submitter = subprocess.Popen(slurm_command(slurm), cwd=work, env=env, stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.DEVNULL, start_new_session=True)
+    start = time.monotonic()
+    submitter = subprocess.Popen(slurm_command(cluster), cwd=work, env=env,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                 start_new_session=True)
+    register(submitter)
     try:
-        deadline = time.monotonic() + 600
+        deadline = time.monotonic() + 900
         while time.monotonic() < deadline and submitter.poll() is None:
-            states = [job["state"] for job in sacct_jobs(slurm, after=before)]
+            states = [job["state"] for job in sacct_jobs(cluster, after=before)]
             if "COMPLETED" in states and "RUNNING" in states:
                 break
             time.sleep(1)
-        assert submitter.poll() is None, "the run ended before it could be cancelled midway"
+        ended_early = submitter.poll() is not None
     finally:
         kill_group(submitter)
-    slurm.run("scancel", "--user", "root")
-    while slurm.run("squeue", "-h", "-o", "%i").strip():
+    cluster.run("scancel", "--user", "root")
+    while cluster.run("squeue", "-h", "-o", "%i").strip():
         time.sleep(1)
-    cancelled = sacct_jobs(slurm, after=before)
+    cancelled = sacct_jobs(cluster, after=before)
+    proc = run_pipeline(cluster, work, env, register)
+    resumed = sacct_jobs(cluster, after=max([before, *(job["id"] for job in cancelled)]))
+    return {"ended_early": ended_early, "cancelled": cancelled, "proc": proc,
+            "resumed": resumed, "md5s": output_md5s(work), "mlflow": mlflow_runs(env),
+            "seconds": time.monotonic() - start}
 
-    proc = run_pipeline(slurm, work, env)
+
+def test_live_cluster_is_up(slurm_session):
+    """Starts the session (this test runs first in its worker) and checks the cluster."""
+    assert slurm_session.ready.wait(timeout=300), "the cluster did not start within 5 min"
+    if slurm_session.error is not None:
+        raise slurm_session.error
+    cluster = slurm_session.cluster
+    node = cluster.run("sinfo", "-h", "-N", "-o", "%N %P %t").split()
+    assert node[:2] == ["localhost", slurm_cluster.PARTITION] and node[2] in {"idle", "mix",
+                                                                              "alloc"}
+    users = cluster.run("sacctmgr", "-n", "-P", "list", "assoc",
+                        f"account={slurm_cluster.ACCOUNT}", "format=user").split()
+    assert "root" in users
+
+
+def test_every_job_ran_as_a_slurm_job(slurm):
+    jobs = slurm.jobs
+    assert jobs and all(job["state"] == "COMPLETED" for job in jobs), jobs
+    assert Counter(job["rule"] for job in jobs) == _job_counts(_log(slurm.proc))
+    assert {(job["account"], job["partition"]) for job in jobs} == {(slurm_cluster.ACCOUNT,
+                                                                    slurm_cluster.PARTITION)}
+    # The GPU is asked for on SAE training only (the SAEs and the settings sweep), and
+    # slurmctld allocated it.
+    assert all(("gres/gpu=1" in job["tres"]) == (job["rule"] in ("train_sae", "sae_sweep"))
+               for job in jobs), jobs
+
+
+def test_outputs_are_identical_to_the_local_run(slurm, smoke_run):
+    ours, theirs = slurm.md5s, output_md5s(smoke_run[0])
+    assert sorted(ours) == sorted(theirs)
+    assert [path for path in ours if ours[path] != theirs[path]] == []
+    assert (slurm.work / "results-smoke" / "report.html").stat().st_size > 10_000
+
+
+def test_mlflow_has_one_parent_and_one_child_per_slurm_job(slurm):
+    parents, children = slurm.mlflow
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert all(r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id for r in children)
+    assert all(r.info.status == "FINISHED" for r in children)
+    assert Counter(r.data.tags["snakemake.rule"] for r in children) == _job_counts(_log(slurm.proc))
+
+
+def test_cancelled_slurm_run_resumes_with_the_same_command(slurm, smoke_run):
+    """scancel every job and SIGKILL the submitting Snakemake midway; the same command finishes."""
+    resume = slurm.resume
+    cancelled, resumed, proc = resume["cancelled"], resume["resumed"], resume["proc"]
+    print(f"\ncancel and resume: {resume['seconds']:.0f} s; sacct states, cancelled run: "
+          f"{dict(Counter(job['state'] for job in cancelled))}, resumed run: "
+          f"{dict(Counter(job['state'] for job in resumed))}")
+    assert not resume["ended_early"], "the run ended before it could be cancelled midway"
     assert proc.returncode == 0, _log(proc)[-6000:]
-    resumed = sacct_jobs(slurm, after=max(job["id"] for job in cancelled))
-    print("sacct states, cancelled run:", dict(Counter(job["state"] for job in cancelled)),
-          "resumed run:", dict(Counter(job["state"] for job in resumed)))
     assert "CANCELLED" in {job["state"] for job in cancelled}
     assert resumed and all(job["state"] == "COMPLETED" for job in resumed)
     assert Counter(job["rule"] for job in resumed) == _job_counts(_log(proc))
-    assert output_md5s(work) == expected
-    parents, children = mlflow_runs(env)
+    assert resume["md5s"] == output_md5s(smoke_run[0])
+    parents, children = resume["mlflow"]
     assert [p.info.status for p in parents] == ["FINISHED", "FAILED", "FINISHED"]
     assert "RUNNING" not in {r.info.status for r in children}
