@@ -17,10 +17,17 @@ def pytest_collection_modifyitems(config, items):
     the shared smoke run goes to one worker, so the smoke pipeline runs once per session;
     every other test stays with its module, so module fixtures (a server, a crash run) are
     built once."""
+    from _pytest.nodeid import NodeId
+
     for item in items:
         in_smoke_group = "smoke_run" in item.fixturenames or item.get_closest_marker("slurm")
         group = "smoke_run" if in_smoke_group else item.module.__name__
         item.add_marker(pytest.mark.xdist_group(group))
+        # pytest-xdist 3.8 tells its scheduler the group by renaming the test `<id>@<group>`
+        # through `item._nodeid`, which pytest 9 no longer reads (the id is `item._id`):
+        # without this every worker that runs a smoke test runs the smoke pipeline.
+        if getattr(config.option, "loadgroup", False) and "@" not in item.nodeid:
+            item._id = NodeId.parse(f"{item.nodeid}@{group}")
     # The live SLURM session (tests/cluster/test_slurm.py) runs in a thread beside the other
     # tests of its worker: its first test starts it, the tests that read it come last.
     items.sort(key=lambda item: 1 if not item.get_closest_marker("slurm")

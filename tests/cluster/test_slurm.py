@@ -260,9 +260,9 @@ def test_live_cluster_is_up(slurm_session):
     if slurm_session.error is not None:
         raise slurm_session.error
     cluster = slurm_session.cluster
-    node = cluster.run("sinfo", "-h", "-N", "-o", "%N %P %t").split()
-    assert node[:2] == ["localhost", slurm_cluster.PARTITION] and node[2] in {"idle", "mix",
-                                                                              "alloc"}
+    node, partition, state = cluster.run("sinfo", "-h", "-N", "-o", "%N %P %t").split()
+    assert (node, partition.rstrip("*"), state) in {
+        ("localhost", slurm_cluster.PARTITION, state) for state in ("idle", "mix", "alloc")}
     users = cluster.run("sacctmgr", "-n", "-P", "list", "assoc",
                         f"account={slurm_cluster.ACCOUNT}", "format=user").split()
     assert "root" in users
