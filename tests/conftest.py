@@ -34,6 +34,17 @@ def pytest_collection_modifyitems(config, items):
                else 0 if item.name == "test_live_cluster_is_up" else 2)
 
 
+def pytest_terminal_summary(terminalreporter):
+    """The live SLURM test's timings and sacct job states (``record_property("live SLURM",
+    …)``; user properties reach the controller from xdist workers too)."""
+    lines = {value for reports in terminalreporter.stats.values() for report in reports
+             for name, value in getattr(report, "user_properties", ()) if name == "live SLURM"}
+    if lines:
+        terminalreporter.section("live SLURM")
+        for line in sorted(lines, reverse=True):
+            terminalreporter.line(line)
+
+
 @pytest.fixture(autouse=True)
 def one_thread():
     """Tests run on 2 shared cores: one torch and one BLAS thread keep them fast and deterministic."""

@@ -123,8 +123,6 @@ def slurm_session(tmp_path_factory):
 def slurm(slurm_session):
     """The session once it has ended (cluster still up until the end of the test session)."""
     session = slurm_session.wait()
-    print(f"\nSLURM smoke run: {session.seconds:.0f} s, load average {session.load}; sacct "
-          f"states: {dict(Counter(job['state'] for job in session.jobs))}")
     assert session.proc.returncode == 0, _log(session.proc)[-6000:]
     return session
 
@@ -268,8 +266,12 @@ def test_live_cluster_is_up(slurm_session):
     assert "root" in users
 
 
-def test_every_job_ran_as_a_slurm_job(slurm):
+def test_every_job_ran_as_a_slurm_job(slurm, record_property):
     jobs = slurm.jobs
+    # Printed at the end of the run by conftest.py's terminal summary.
+    record_property("live SLURM", f"smoke run through --profile slurm: {slurm.seconds:.0f} s "
+                    f"(load average at its end {slurm.load[0]:.1f}); sacct: "
+                    f"{dict(Counter(job['state'] for job in jobs))}")
     assert jobs and all(job["state"] == "COMPLETED" for job in jobs), jobs
     assert Counter(job["rule"] for job in jobs) == _job_counts(_log(slurm.proc))
     assert {(job["account"], job["partition"]) for job in jobs} == {(slurm_cluster.ACCOUNT,
@@ -295,13 +297,13 @@ def test_mlflow_has_one_parent_and_one_child_per_slurm_job(slurm):
     assert Counter(r.data.tags["snakemake.rule"] for r in children) == _job_counts(_log(slurm.proc))
 
 
-def test_cancelled_slurm_run_resumes_with_the_same_command(slurm, smoke_run):
+def test_cancelled_slurm_run_resumes_with_the_same_command(slurm, smoke_run, record_property):
     """scancel every job and SIGKILL the submitting Snakemake midway; the same command finishes."""
     resume = slurm.resume
     cancelled, resumed, proc = resume["cancelled"], resume["resumed"], resume["proc"]
-    print(f"\ncancel and resume: {resume['seconds']:.0f} s; sacct states, cancelled run: "
-          f"{dict(Counter(job['state'] for job in cancelled))}, resumed run: "
-          f"{dict(Counter(job['state'] for job in resumed))}")
+    record_property("live SLURM", f"cancel midway and resume: {resume['seconds']:.0f} s; sacct, "
+                    f"cancelled run: {dict(Counter(job['state'] for job in cancelled))}, "
+                    f"resumed run: {dict(Counter(job['state'] for job in resumed))}")
     assert not resume["ended_early"], "the run ended before it could be cancelled midway"
     assert proc.returncode == 0, _log(proc)[-6000:]
     assert "CANCELLED" in {job["state"] for job in cancelled}
