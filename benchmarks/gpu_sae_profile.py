@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from sparsealign.sae import SAEConfig, train_sae
-from sparsealign.sae.train import TrainState, _train_step, autocast_for
+from sparsealign.sae.train import STEP_KEYS, TrainState, _train_step, autocast_for
 from sparsealign.sae.variants import build_sae
 
 SIZE = {"d": 768, "latents": 12288, "k": 32, "batch": 2048}
@@ -37,7 +37,7 @@ def device_loop(cfg: SAEConfig, x: torch.Tensor, steps: int, profile: bool = Fal
     opt = torch.optim.AdamW(sae.parameters(), lr=cfg.lr, fused=True)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
     state = TrainState(torch.zeros(cfg.n_latents, dtype=torch.long, device="cuda"),
-                       torch.zeros(7, device="cuda"))
+                       torch.zeros(len(STEP_KEYS), device="cuda"))
     autocast = autocast_for(cfg, torch.device("cuda"))
     for _ in range(10):
         _train_step(sae, opt, sched, state, x, cfg, autocast)
