@@ -36,6 +36,45 @@ def test_align_pair_with_mismatched_stimuli_fails_cleanly(tmp_path, rng):
     assert not out.exists()
 
 
+def test_one_scoring_job_scores_several_recordings_into_one_table(tmp_path, rng):
+    """The workflow's align_recording job: a layer against each session of a held-out
+    group (``--targets``), one table whose rows carry each session's labels; mixing
+    ``--targets`` with the single-recording flags is one error line."""
+    import pandas as pd
+
+    x = rng.normal(size=(60, 6))
+    source = {"neurons": _store(tmp_path / "n.zarr", x),
+              "sae": [_store(tmp_path / "s.zarr", np.maximum(x @ rng.normal(size=(6, 8)), 0))],
+              "random": [_store(tmp_path / "r.zarr", np.maximum(x @ rng.normal(size=(6, 8)), 0))]}
+    targets = []
+    for session, rows in (("one", slice(0, 30)), ("two", slice(30, 60))):
+        ids = [f"s{i:04d}" for i in range(60)][rows]
+        y = x[rows] @ rng.normal(size=(6, 3))
+        path = tmp_path / f"{session}.zarr"
+        schema.save_store(schema.make_store(y, ids, ["n0", "n1", "n2"], source="t", layer="l",
+                                            kind="recording"), path)
+        targets.append({"source": source, "recording": str(path), "target_label": "V4",
+                        "labels": {"session": session}, "name": f"v4.{session}"})
+    params = json.dumps({"metrics": ["ridge"], "n_folds": 3, "n_boot": 20})
+    out = tmp_path / "scores.csv"
+    proc = _run("align-recording", "--targets", json.dumps(targets), "--params", params,
+                "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    table = pd.read_csv(out)
+    assert sorted(table["session"].unique()) == ["one", "two"]
+    assert set(table["n_stimuli"]) == {30}
+    assert {"Neuron→V4", "SAE→V4", "RandomSAE→V4"} <= set(table["comparison"])
+    proc = _run("align-recording", "--targets", json.dumps(targets), "--recording",
+                targets[0]["recording"], "--params", params, "--out", str(tmp_path / "x.csv"))
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "error: --targets: given with --recording; expected one or the other"]
+    proc = _run("align-pair", "--params", params, "--out", str(tmp_path / "y.csv"))
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "error: align-pair: --a-neurons, --a-sae, --a-random, --b-neurons, --b-sae, --b-random"
+        " missing; expected them, or --pairs"]
+    assert not (tmp_path / "x.csv").exists() and not (tmp_path / "y.csv").exists()
+
+
 def test_nan_store_is_one_line_naming_the_store(tmp_path, rng):
     import xarray as xr
 

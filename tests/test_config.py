@@ -42,6 +42,16 @@ def test_the_default_plan_is_the_paper_grid():
     assert {c.group for c in plan.comparisons["v4"]} == {0, 1}  # two held-out groups
     assert len(plan.comparisons["v4_size"]) == 4 * 11  # 4 fractions × 11 sessions at conv5
     assert len(plan.comparisons["cross"]) == 4
+    # Scoring jobs: one per layer of the 21 DNN pairs, per toy seed pair, per explicit
+    # pair; one per layer and held-out group of sessions (each group's sessions scored
+    # together, with that group's SAEs).
+    assert [len(j.comparisons) for j in plan.jobs["dnn"]] == [21, 21]
+    assert len(plan.jobs["toy"]) == 9 and len(plan.jobs["cross"]) == 4
+    assert len(plan.jobs["v4"]) == 5 * 2 and len(plan.jobs["v4_size"]) == 4 * 2
+    for job in plan.jobs["v4"]:
+        assert len({(c.a, c.group, c.fraction) for c in job.comparisons}) == 1
+    assert sorted(c.b.name for j in plan.jobs["v4"] if j.comparisons[0].a.name == "conv5"
+                  for c in j.comparisons) == sorted(m.name for m in plan.members["v4"])
 
 
 def test_the_paper_config_scores_every_session_at_full_scale():

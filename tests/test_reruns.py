@@ -40,19 +40,21 @@ def _variant(work, name, change) -> str:
      {"toy_model": 2, "train_sae": 2, "align_pair": 1, "toy_theory": 1, "summarise": 1,
       "report": 1}),
     # One forward pass extracts every layer: adding one re-extracts the network and redoes
-    # what reads it (3 sweeps, 3 layers × 2 groups × 2 seeds SAEs, 3 layers × 2 sessions).
+    # what reads it (3 sweeps, 3 layers × 2 groups × 2 seeds SAEs, 3 layers × 2 groups).
     ("conv3", lambda c: c["systems"]["vgg16_hed"].update(layers=["conv1", "conv2", "conv3"]),
      {"extract": 1, "sae_sweep": 3, "train_sae": 3 * 2 * 2, "align_recording": 3 * 2,
       "summarise": 1, "report": 1}),
-    # A third model shown the same stimuli changes no SAE's held-out stimuli.
+    # A third model shown the same stimuli changes no SAE's held-out stimuli; the layer's
+    # pairs are one scoring job, now of 3 pairs.
     ("third_model", lambda c: (c["systems"].update(cowley_from_vgg19={
         **c["systems"]["cowley_direct_fit"], "model": "cowley_from_vgg19"}),
         c["experiments"]["dnn"]["systems"].append("cowley_from_vgg19")),
-     {"extract": 1, "train_sae": 1, "align_pair": 2, "summarise": 1, "report": 1}),
+     {"extract": 1, "train_sae": 1, "align_pair": 1, "summarise": 1, "report": 1}),
     # A third session joins held-out group 0 (round robin): that group's SAEs retrain
-    # without its images (2 layers × 2 seeds), and only its sessions are rescored.
+    # without its images (2 layers × 2 seeds), and only its sessions are rescored (one
+    # scoring job per layer and group).
     ("session", lambda c: c["systems"]["v4"].update(sessions=["210325", "190923", "210305"]),
-     {"train_sae": 2 * 2, "align_recording": 2 * 2, "summarise": 1, "report": 1}),
+     {"train_sae": 2 * 2, "align_recording": 2, "summarise": 1, "report": 1}),
 ])
 def test_adding_to_the_config_runs_only_the_new_jobs(smoke_run, name, change, expected):
     work, env, _ = smoke_run

@@ -16,11 +16,11 @@ from sparsealign import stages
 from sparsealign.errors import SparsealignError, fail
 
 
-def _json(text: str):
+def _json(text: str, flag: str = "--params"):
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise fail("--params", f"not valid JSON ({exc})") from None
+        raise fail(flag, f"not valid JSON ({exc})") from None
 
 
 def _set_threads(threads: int) -> None:
@@ -99,15 +99,46 @@ def _representations(args, prefix: str) -> dict:
             "random": getattr(args, f"{prefix}random")}
 
 
+def _batch(args, flag: str, keys: set, single_flags: tuple):
+    """The JSON list of a batch flag (``--pairs``, ``--targets``), or None without it."""
+    text = getattr(args, flag.lstrip("-"))
+    if text is None:
+        missing = [f for f in single_flags if not getattr(args, f.lstrip("-").replace("-", "_"))]
+        if missing:
+            raise fail(args.command, f"{', '.join(missing)} missing", f"them, or {flag}")
+        return None
+    given = [f for f in single_flags if getattr(args, f.lstrip("-").replace("-", "_"))]
+    if given:
+        raise fail(flag, f"given with {', '.join(given)}", "one or the other")
+    entries = _json(text, flag)
+    if not (isinstance(entries, list) and entries
+            and all(isinstance(e, dict) and keys <= e.keys() for e in entries)):
+        raise fail(flag, f"not a list of objects with {', '.join(sorted(keys))}",
+                   f"what the workflow's {args.command.replace('-', '_')} rule writes")
+    return entries
+
+
 def _stage_align_pair(args, job):
-    stages.align_pair(_params(args, "alignment"), _representations(args, "a_"),
-                      _representations(args, "b_"), args.out, job,
-                      labels=_json(args.labels) if args.labels else {}, features=args.features)
+    params = _params(args, "alignment")
+    pairs = _batch(args, "--pairs", {"a", "b"}, ("--a-neurons", "--a-sae", "--a-random",
+                                                 "--b-neurons", "--b-sae", "--b-random"))
+    if pairs:
+        stages.align_pairs(params, pairs, args.out, job)
+        return
+    stages.align_pair(params, _representations(args, "a_"), _representations(args, "b_"),
+                      args.out, job, labels=_json(args.labels) if args.labels else {},
+                      features=args.features)
 
 
 def _stage_align_recording(args, job):
-    stages.align_recording(_params(args, "alignment"), _representations(args, ""), args.recording,
-                           args.out, job, labels=_json(args.labels) if args.labels else {},
+    params = _params(args, "alignment")
+    targets = _batch(args, "--targets", {"source", "recording"},
+                     ("--neurons", "--sae", "--random", "--recording"))
+    if targets:
+        stages.align_recordings(params, targets, args.out, job)
+        return
+    stages.align_recording(params, _representations(args, ""), args.recording, args.out, job,
+                           labels=_json(args.labels) if args.labels else {},
                            target_label=args.target_label)
 
 
@@ -365,28 +396,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--encoder", choices=("sae", "random"), required=True)
     p.add_argument("--out", required=True)
 
-    def representation_flags(p, prefix: str, system: str):
-        p.add_argument(f"--{prefix}neurons", required=True, help=f"{system}: the neurons store")
-        p.add_argument(f"--{prefix}sae", action="append", required=True,
+    def representation_flags(p, prefix: str, system: str, required: bool = True):
+        p.add_argument(f"--{prefix}neurons", required=required, help=f"{system}: the neurons store")
+        p.add_argument(f"--{prefix}sae", action="append", required=required,
                        help=f"{system}: SAE latents store of one seed (repeatable)")
-        p.add_argument(f"--{prefix}random", action="append", required=True,
+        p.add_argument(f"--{prefix}random", action="append", required=required,
                        help=f"{system}: random-SAE latents of the same seed (repeatable, same order)")
 
     p = stage("align-pair", "score neurons/SAE/random-SAE comparisons between two systems",
               "an experiment's alignment block")
-    representation_flags(p, "a-", "system A")
-    representation_flags(p, "b-", "system B")
+    representation_flags(p, "a-", "system A", required=False)
+    representation_flags(p, "b-", "system B", required=False)
     p.add_argument("--features", help="ground-truth feature store (toy experiments)")
     p.add_argument("--labels", help="extra columns for every row, JSON")
+    p.add_argument("--pairs", help="instead of the flags above, several pairs scored into one "
+                   "table: JSON list of {a: {neurons, sae: [...], random: [...]}, b: {…}, "
+                   "labels, features, name}")
     p.add_argument("--out", required=True)
 
     p = stage("align-recording", "score neurons/SAE/random-SAE latents of a layer against a recording",
               "an experiment's alignment block")
-    representation_flags(p, "", "the source")
-    p.add_argument("--recording", required=True, help="the recording store (trials beside it: "
+    representation_flags(p, "", "the source", required=False)
+    p.add_argument("--recording", help="the recording store (trials beside it: "
                    "<name>_repeats.zarr add the noise ceiling)")
     p.add_argument("--target-label", default="target", help="name of the target in comparisons")
     p.add_argument("--labels", help="extra columns for every row, JSON")
+    p.add_argument("--targets", help="instead of the flags above, several recordings scored into "
+                   "one table: JSON list of {source: {neurons, sae: [...], random: [...]}, "
+                   "recording, target_label, labels, name}")
     p.add_argument("--out", required=True)
 
     p = stage("toy-theory", "the paper's theory on toy model pairs: table and figure",

@@ -12,6 +12,11 @@ A ``pairs`` experiment compares every two members of its systems that agree on i
 against every member of its targets. The workflow (``workflow/rules``) is generic over
 these; it never names a dataset or an experiment.
 
+Scoring jobs: the pairs that share their ``match`` labels (e.g. every pair of networks at
+one layer; an explicit pair on its own), and the sessions a source member is scored on with
+the same SAEs (one held-out group, one fraction of training rows), are one job each, so
+that a job's interpreter starts, and its latents are loaded, once for all of them.
+
 SAEs: each member an experiment reads gets one SAE per (held-out group, seed), plus its
 untrained control. A network with ``training_rows`` trains its SAEs on (image, position)
 rows; the stimuli a comparison scores (a recording session's images, or a pair's shared
@@ -90,8 +95,31 @@ class Comparison:
         return f"{self.a.key}--{self.b.key}{suffix}"
 
 
+@dataclass(frozen=True)
+class ScoringJob:
+    """One scoring job of an experiment: its comparisons and their one scores file."""
+
+    experiment: str
+    key: str
+    comparisons: tuple
+
+
+def scoring_key(c: Comparison, experiment: dict) -> str:
+    """The scoring job of a comparison: every pair with its ``match`` labels (an explicit
+    pair alone), or the source member against every session its held-out group's SAEs
+    encode."""
+    suffix = "" if c.fraction == 1.0 else f".f{percent(c.fraction)}"
+    if experiment["kind"] == "to_recordings":
+        return f"{c.a.key}--{c.b.system}.g{c.group}{suffix}"
+    if experiment.get("pairs"):
+        return c.key
+    shared = ".".join(f"{k}{v}" if isinstance(v, int) else str(v)
+                      for k in experiment["match"] for v in [c.a.labels.get(k)])
+    return f"pairs--{shared}{suffix}"
+
+
 SWEEP_IGNORES = ("seeds", "holdout", "holdout_groups", "fractions", "random_seed",
-                 "sparse_latents", "train_fraction")
+                 "sparse_latents", "train_fraction", "heldout_max_rows")
 """SAE settings that never change a sweep's outcome."""
 
 
@@ -104,6 +132,7 @@ class Plan:
         self.members = {name: self._expand(name) for name in config["systems"]}
         self.experiments = {name: e for name, e in config["experiments"].items() if e["enabled"]}
         self.comparisons = {name: self._comparisons(name, e) for name, e in self.experiments.items()}
+        self.jobs = {name: self._jobs(name) for name in self.experiments}
 
     # ----------------------------------------------------------------- members
     def _expand(self, name: str) -> list[Member]:
@@ -190,6 +219,15 @@ class Plan:
 
     def comparison(self, experiment: str, key: str) -> Comparison:
         return next(c for c in self.comparisons[experiment] if c.key == key)
+
+    def _jobs(self, experiment: str) -> list[ScoringJob]:
+        grouped = {}
+        for c in self.comparisons[experiment]:
+            grouped.setdefault(scoring_key(c, self.experiments[experiment]), []).append(c)
+        return [ScoringJob(experiment, key, tuple(cs)) for key, cs in grouped.items()]
+
+    def job(self, experiment: str, key: str) -> ScoringJob:
+        return next(j for j in self.jobs[experiment] if j.key == key)
 
     def labels(self, c: Comparison) -> dict:
         """Columns every score row of a comparison carries (``sae_fraction`` when the
@@ -281,8 +319,8 @@ class Plan:
                 "sae": [self.latents(experiment, m, r, "sae") for r in runs],
                 "random": [self.latents(experiment, m, r, "random") for r in runs]}
 
-    def scores(self, c: Comparison) -> str:
-        return f"{self.results}/{c.experiment}/scores/{c.key}.csv"
+    def scores(self, job: ScoringJob) -> str:
+        return f"{self.results}/{job.experiment}/scores/{job.key}.csv"
 
     def summary_files(self, experiment: str) -> dict:
         base = f"{self.results}/{experiment}"

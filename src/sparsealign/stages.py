@@ -208,9 +208,12 @@ def training_data(params: dict, activations, rows=None, heldout=()):
 
     With ``rows`` (a training-rows store): its rows, without those of the held-out stimuli
     when ``params["holdout"]``, thinned to ``params["fraction"]``; the held-out data are
-    the rows of the held-out stimuli. Without: the ``train_fraction`` split of the
+    the rows of the held-out stimuli (a seeded subsample of ``params["heldout_max_rows"]``
+    of them, when set). Without: the ``train_fraction`` split of the
     member's own store (held-out data: the rest, or None when it trains on everything).
     """
+    import numpy as np
+
     from sparsealign import schema
     from sparsealign.latents import training_split
     from sparsealign.sae.data import StoreSource, row_images, select_rows
@@ -224,6 +227,10 @@ def training_data(params: dict, activations, rows=None, heldout=()):
             raise fail(rows, "no training rows are left once the scored stimuli are held out",
                        "training images beyond the scored ones")
         evaluation = select_rows(rows, only_images=held) if held else None
+        cap = params.get("heldout_max_rows")
+        if evaluation is not None and cap and evaluation.size > cap:
+            rng = np.random.default_rng([params["seed"], 11])
+            evaluation = np.sort(rng.choice(evaluation, size=cap, replace=False))
         return (StoreSource(rows, rows=train),
                 StoreSource(rows, rows=evaluation) if evaluation is not None and evaluation.size else None)
     store = schema.open_store(activations)
@@ -417,16 +424,27 @@ def encode_scored(params: dict, store, sae, encoder: str, out, job, heldout=()) 
 REPRESENTATIONS = ("neurons", "sae", "random")
 
 
-def _scored_rows(table_rows, labels: dict, out, job, extra: dict | None = None) -> None:
+def _scored_rows(parts, out, job) -> None:
+    """Write the score rows of one or more comparisons as one table and log their means.
+
+    ``parts``: ``(name, rows, columns)`` per comparison; ``columns`` go on each of its rows.
+    A job of several comparisons prefixes each metric with the comparison's name.
+    """
     import pandas as pd
 
-    table = pd.DataFrame([{**labels, **(extra or {}), **row} for row in table_rows])
+    tables, metrics = [], {}
+    for name, rows, columns in parts:
+        table = pd.DataFrame([{**columns, **row} for row in rows])
+        tables.append(table)
+        scored = table[table["direction"].isin(["both", "forward"])]
+        prefix = f"{name}." if len(parts) > 1 else ""
+        # MLflow metric names allow no arrows or minus signs: "SAE→SAE − Neuron→Neuron" is
+        # logged as "SAE_to_SAE minus Neuron_to_Neuron".
+        metrics.update({f"{prefix}{r.metric}.{r.comparison.replace('→', '_to_').replace('−', 'minus')}":
+                        r.mean for r in scored.itertuples()})
+    table = pd.concat(tables, ignore_index=True)
     write_csv(table, out)
-    scored = table[table["direction"].isin(["both", "forward"])]
-    # MLflow metric names allow no arrows or minus signs: "SAE→SAE − Neuron→Neuron" is
-    # logged as "SAE_to_SAE minus Neuron_to_Neuron".
-    job.metrics({f"{r.metric}.{r.comparison.replace('→', '_to_').replace('−', 'minus')}": r.mean
-                 for r in scored.itertuples()})
+    job.metrics(metrics)
     log(f"wrote {out} ({len(table)} rows)")
 
 
@@ -458,6 +476,20 @@ def align_pair(params: dict, a: dict, b: dict, out, job, labels: dict | None = N
     ``a`` and ``b`` map ``neurons`` to a store and ``sae``/``random`` to the latents
     stores of each SAE seed; everything is scored on the SAE latents' stimuli.
     """
+    align_pairs(params, [{"a": a, "b": b, "labels": labels or {}, "features": features}], out, job)
+
+
+def align_pairs(params: dict, pairs: list[dict], out, job) -> None:
+    """:func:`align_pair` for several pairs, written as one table. Each entry of ``pairs``:
+    ``a``, ``b``, ``labels`` and optionally ``features`` and ``name`` (the prefix of its
+    MLflow metrics)."""
+    parts = [(entry.get("name") or f"pair{i}",
+              _pair_rows(params, entry["a"], entry["b"], entry.get("features")),
+              entry.get("labels", {})) for i, entry in enumerate(pairs)]
+    _scored_rows(parts, out, job)
+
+
+def _pair_rows(params: dict, a: dict, b: dict, features=None) -> list:
     from sparsealign import comparisons, schema
 
     reference_path = a["sae"][0]
@@ -465,7 +497,7 @@ def align_pair(params: dict, a: dict, b: dict, out, job, labels: dict | None = N
     matched = {label: _load_representations(stores, reference, reference_path)
                for label, stores in (("A", a), ("B", b))}
     total = len(comparisons.COMPARISONS) * len(params["metrics"])
-    with Progress(f"alignment {out}", total) as bar:
+    with Progress(f"alignment {reference_path}", total) as bar:
         rows = comparisons.score_comparisons(
             matched["A"], matched["B"], params["metrics"], params["n_folds"], params["seed"],
             params["options"], progress=lambda c, m, value: bar.update(1, **{m: value}),
@@ -474,7 +506,7 @@ def align_pair(params: dict, a: dict, b: dict, out, job, labels: dict | None = N
         _, truth = schema.match_stimuli(reference, schema.open_store(features), reference_path,
                                         features, mode="intersect")
         rows += comparisons.recovery_rows(schema.responses(truth), matched)
-    _scored_rows(rows, labels or {}, out, job)
+    return rows
 
 
 def align_recording(params: dict, source: dict, target, out, job, labels: dict | None = None,
@@ -483,6 +515,26 @@ def align_recording(params: dict, source: dict, target, out, job, labels: dict |
 
     Trials stored beside the target (``<target>_repeats.zarr``) add the noise ceiling.
     """
+    align_recordings(params, [{"source": source, "recording": target, "target_label": target_label,
+                               "labels": labels or {}}], out, job)
+
+
+def align_recordings(params: dict, scored: list[dict], out, job) -> None:
+    """:func:`align_recording` for several recordings (a source member against each session
+    its SAEs encode), written as one table. Each entry of ``scored``: ``source``
+    (``neurons``, ``sae``, ``random`` stores), ``recording``, ``target_label``, ``labels``
+    and optionally ``name`` (the prefix of its MLflow metrics)."""
+    parts = []
+    for entry in scored:
+        rows, n_stimuli = _recording_rows(params, entry["source"], entry["recording"],
+                                          entry.get("target_label", "target"))
+        parts.append((entry.get("name") or str(entry["recording"]), rows,
+                      {**entry.get("labels", {}), "n_stimuli": n_stimuli}))
+    _scored_rows(parts, out, job)
+
+
+def _recording_rows(params: dict, source: dict, target, target_label: str) -> tuple[list, int]:
+    """The score rows of one source against one recording, and the number of stimuli."""
     from sparsealign import comparisons, schema
     from sparsealign.recordings.common import repeats_store
 
@@ -501,12 +553,12 @@ def align_recording(params: dict, source: dict, target, out, job, labels: dict |
             raise fail(trials_path, f"lacks {matched.sizes['stimulus'] - trials.sizes['stimulus']}"
                        f" of the scored stimuli of {target}", "trials for every scored stimulus")
         repeats = trials.sel(unit=matched["unit"].values)["responses"].values
-    with Progress(f"alignment {out}", len(system) * len(params["metrics"])) as bar:
+    with Progress(f"alignment {target}", len(system) * len(params["metrics"])) as bar:
         rows = comparisons.score_against_target(
             system, target_values, target_label, params["metrics"], params["n_folds"],
             params["seed"], params["options"], target_repeats=repeats,
             progress=lambda c, m, value: bar.update(1, **{m: value}), **_scoring_options(params))
-    _scored_rows(rows, labels or {}, out, job, {"n_stimuli": target_values.shape[0]})
+    return rows, int(target_values.shape[0])
 
 
 # --------------------------------------------------------------------------- results

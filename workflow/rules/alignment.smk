@@ -1,12 +1,14 @@
-# Scoring: one job per comparison of an experiment (see sparsealign.plan).
+# Scoring: one job per group of pairs that share their match labels (an explicit pair
+# alone), and per source member and held-out group of recording sessions (see
+# sparsealign.plan: ScoringJob).
 
 
 def experiments_of_kind(kind):
     return names(n for n, e in PLAN.experiments.items() if e["kind"] == kind)
 
 
-def comparison(w):
-    return PLAN.comparison(w.exp, w.comparison)
+def scoring_job(w):
+    return PLAN.job(w.exp, w.job)
 
 
 def latent_inputs(w, c, m):
@@ -14,68 +16,86 @@ def latent_inputs(w, c, m):
     return reps["sae"] + reps["random"]
 
 
-def representation_flags(w, side, m):
-    reps = PLAN.representations(w.exp, m, comparison(w))
-    return ([f"--{side}neurons={reps['neurons']}"] + [f"--{side}sae={p}" for p in reps["sae"]]
-            + [f"--{side}random={p}" for p in reps["random"]])
+def job_members(w):
+    """The members the job's comparisons read, once each."""
+    return list({m.key: m for c in scoring_job(w).comparisons for m in (c.a, c.b)}.values())
+
+
+def ground_truth(c):
+    """The toy features a pair of toy models was shown (both the same), else None."""
+    return c.a.ground_truth if c.a.ground_truth and c.a.ground_truth == c.b.ground_truth else None
 
 
 def pair_inputs(w):
-    c = comparison(w)
-    files = {"stores": read_inputs(c.a, c.b),
-             "latents": latent_inputs(w, c, c.a) + latent_inputs(w, c, c.b)}
-    if c.a.ground_truth and c.a.ground_truth == c.b.ground_truth:
-        files["features"] = c.a.ground_truth
-    return files
+    job = scoring_job(w)
+    return {"stores": read_inputs(*job_members(w)),
+            "latents": list(dict.fromkeys(p for c in job.comparisons
+                                          for m in (c.a, c.b) for p in latent_inputs(w, c, m))),
+            "features": list(dict.fromkeys(g for c in job.comparisons if (g := ground_truth(c))))}
+
+
+def pair_specs(w):
+    """Each pair of the job: both members' stores and SAE latents, its labels and features."""
+    return as_json([{"a": PLAN.representations(w.exp, c.a, c),
+                     "b": PLAN.representations(w.exp, c.b, c), "labels": PLAN.labels(c),
+                     "features": ground_truth(c), "name": c.key}
+                    for c in scoring_job(w).comparisons])
 
 
 rule align_pair:
-    """Neuron/SAE/random-SAE comparison grid between two members (and ground-truth recovery)."""
+    """Neuron/SAE/random-SAE comparison grid between the two members of each pair of the
+    job (and ground-truth recovery), one table."""
     wildcard_constraints:
         exp=experiments_of_kind("pairs"),
     input:
         unpack(pair_inputs),
     output:
-        f"{R}/{{exp}}/scores/{{comparison}}.csv",
+        f"{R}/{{exp}}/scores/{{job}}.csv",
     params:
         alignment=lambda w: as_json(config["experiments"][w.exp]["alignment"]),
-        labels=lambda w: as_json(PLAN.labels(comparison(w))),
-        a=lambda w: representation_flags(w, "a-", comparison(w).a),
-        b=lambda w: representation_flags(w, "b-", comparison(w).b),
-        features=lambda w, input: [f"--features={input.features}"] if "features" in input.keys() else [],
+        pairs=pair_specs,
         wildcards=wildcards_json,
     log:
-        "logs/align_pair/{exp}/{comparison}.log",
+        "logs/align_pair/{exp}/{job}.log",
     shell:
         "{PY} -m sparsealign align-pair --rule {rule:q} --wildcards {params.wildcards:q}"
-        " --threads {threads} {params.a:q} {params.b:q} {params.features:q}"
-        " --params {params.alignment:q} --labels {params.labels:q}"
+        " --threads {threads} --pairs {params.pairs:q} --params {params.alignment:q}"
         " --out {output:q} 2>&1 | tee {log:q}"
 
 
+def recording_targets(w):
+    """Each session of the job: the source's stores and the latents of its group's SAEs."""
+    return as_json([{"source": PLAN.representations(w.exp, c.a, c), "recording": c.b.store,
+                     "target_label": c.b.labels["target"], "labels": PLAN.labels(c),
+                     "name": c.b.key} for c in scoring_job(w).comparisons])
+
+
+def recording_inputs(w):
+    job = scoring_job(w)
+    return {"stores": read_inputs(*job_members(w)),
+            "latents": list(dict.fromkeys(p for c in job.comparisons
+                                          for p in latent_inputs(w, c, c.a)))}
+
+
 rule align_recording:
-    """Neurons / SAE latents / random-SAE latents of one member → one recording."""
+    """Neurons / SAE latents / random-SAE latents of one member → each recording session
+    its held-out group's SAEs encode (one table)."""
     wildcard_constraints:
         exp=experiments_of_kind("to_recordings"),
     input:
-        stores=lambda w: read_inputs(comparison(w).a, comparison(w).b),
-        latents=lambda w: latent_inputs(w, comparison(w), comparison(w).a),
+        unpack(recording_inputs),
     output:
-        f"{R}/{{exp}}/scores/{{comparison}}.csv",
+        f"{R}/{{exp}}/scores/{{job}}.csv",
     params:
         alignment=lambda w: as_json(config["experiments"][w.exp]["alignment"]),
-        labels=lambda w: as_json(PLAN.labels(comparison(w))),
-        source=lambda w: representation_flags(w, "", comparison(w).a),
-        recording=lambda w: comparison(w).b.store,
-        target=lambda w: comparison(w).b.labels["target"],
+        targets=recording_targets,
         wildcards=wildcards_json,
     log:
-        "logs/align_recording/{exp}/{comparison}.log",
+        "logs/align_recording/{exp}/{job}.log",
     shell:
         "{PY} -m sparsealign align-recording --rule {rule:q} --wildcards {params.wildcards:q}"
-        " --threads {threads} {params.source:q} --recording {params.recording:q}"
-        " --target-label {params.target:q} --params {params.alignment:q}"
-        " --labels {params.labels:q} --out {output:q} 2>&1 | tee {log:q}"
+        " --threads {threads} --targets {params.targets:q} --params {params.alignment:q}"
+        " --out {output:q} 2>&1 | tee {log:q}"
 
 
 def theory_experiments():

@@ -40,7 +40,7 @@ wildcard_constraints:
     member=r"[A-Za-z0-9_]+",
     exp=r"[A-Za-z][A-Za-z0-9_]*",
     encoder=r"sae|random",
-    comparison=r"[A-Za-z0-9_.]+--[A-Za-z0-9_.]+",
+    job=r"[A-Za-z0-9_.]+--[A-Za-z0-9_.]+",
     stimuli=r"[A-Za-z][A-Za-z0-9_]*",
     dataset=r"[A-Za-z][A-Za-z0-9_]*",
     hidden=r"\d+",

@@ -1,7 +1,7 @@
 rule summarise:
     """An experiment's results table, its summary (mean ± SEM over comparisons) and figure."""
     input:
-        scores=lambda w: [PLAN.scores(c) for c in PLAN.comparisons[w.exp]],
+        scores=lambda w: [PLAN.scores(j) for j in PLAN.jobs[w.exp]],
         histories=lambda w: PLAN.histories(w.exp),
     output:
         **{k: f"{R}/{{exp}}/{name}" for k, name in

@@ -76,6 +76,9 @@ rule extract:
         stimuli=stimuli_flags,
         wildcards=wildcards_json,
     threads: 2
+    # Extractions first: a network's sweeps, SAEs and scoring wait on them, and the
+    # largest (VGG16 on every V4 image) starts the longest chain of the run.
+    priority: 10
     log:
         "logs/extract/{system}.log",
     shell:
