@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -24,9 +25,15 @@ def _json(text: str, flag: str = "--params"):
 
 
 def _set_threads(threads: int) -> None:
+    """Every thread pool of the job to ``threads``: torch's, and the BLAS and OpenMP pools
+    of NumPy and SciPy (read when they load, which is after this), unless the user set
+    them. Two 1-thread jobs on 2 cores must not start 2 BLAS threads each."""
+    threads = max(1, threads)
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(name, str(threads))
     import torch
 
-    torch.set_num_threads(max(1, threads))
+    torch.set_num_threads(threads)
 
 
 # --------------------------------------------------------------------------- stages

@@ -6,7 +6,11 @@ from sparsealign.config import DEFAULT_CONFIG, load_config
 from sparsealign.errors import SparsealignError
 from sparsealign.plan import Plan
 from sparsealign.provenance import config_sha
+from sparsealign.scheduler_timers import coalesce_reevaluation_timers
 from sparsealign.stimuli.mirror import MIRROR_ENV, default_mirror_dir
+
+# Snakemake's scheduler would wake once a second per job already run (see the module).
+coalesce_reevaluation_timers()
 
 # The interpreter that runs Snakemake runs the jobs, unless a profile says otherwise.
 PY = os.environ.get("SPARSEALIGN_PYTHON", sys.executable)
