@@ -80,6 +80,17 @@ def _with(change):
     return config
 
 
+def test_a_large_group_of_pairs_is_split_into_jobs_of_at_most_32():
+    from sparsealign.plan import MAX_COMPARISONS_PER_JOB
+
+    config = load_config(ROOT / "config" / "config.yaml")
+    config["systems"]["toy"].update(hidden_sizes=[8], seed_pairs=5)   # 10 models
+    config["experiments"]["toy"]["match"] = ["hidden"]                # 45 pairs
+    jobs = Plan(config).jobs["toy"]
+    assert [j.key for j in jobs] == ["pairs--hidden8.part1", "pairs--hidden8.part2"]
+    assert [len(j.comparisons) for j in jobs] == [MAX_COMPARISONS_PER_JOB, 45 - MAX_COMPARISONS_PER_JOB]
+
+
 @pytest.mark.parametrize("change, where", [
     (lambda c: c["systems"]["toy"].update(hidden_sizes="8"), "systems.toy.hidden_sizes"),
     (lambda c: c["experiments"]["toy"]["sae"].update(k=0), "experiments.toy.sae.k"),

@@ -104,6 +104,11 @@ class ScoringJob:
     comparisons: tuple
 
 
+MAX_COMPARISONS_PER_JOB = 32
+"""A scoring job's comparisons travel on its command line as JSON (1–2 kB each): a larger
+group is split into parts, well under Linux's 128 kB limit on one shell command."""
+
+
 def scoring_key(c: Comparison, experiment: dict) -> str:
     """The scoring job of a comparison: every pair with its ``match`` labels (an explicit
     pair alone), or the source member against every session its held-out group's SAEs
@@ -217,14 +222,17 @@ class Plan:
             return 1
         return max(1, min(experiment["sae"]["holdout_groups"], n_targets))
 
-    def comparison(self, experiment: str, key: str) -> Comparison:
-        return next(c for c in self.comparisons[experiment] if c.key == key)
-
     def _jobs(self, experiment: str) -> list[ScoringJob]:
         grouped = {}
         for c in self.comparisons[experiment]:
             grouped.setdefault(scoring_key(c, self.experiments[experiment]), []).append(c)
-        return [ScoringJob(experiment, key, tuple(cs)) for key, cs in grouped.items()]
+        jobs = []
+        for key, cs in grouped.items():
+            parts = [cs[i:i + MAX_COMPARISONS_PER_JOB]
+                     for i in range(0, len(cs), MAX_COMPARISONS_PER_JOB)]
+            jobs += [ScoringJob(experiment, key if len(parts) == 1 else f"{key}.part{n}", tuple(part))
+                     for n, part in enumerate(parts, start=1)]
+        return jobs
 
     def job(self, experiment: str, key: str) -> ScoringJob:
         return next(j for j in self.jobs[experiment] if j.key == key)
