@@ -403,17 +403,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--encoder", choices=("sae", "random"), required=True)
     p.add_argument("--out", required=True)
 
-    def representation_flags(p, prefix: str, system: str, required: bool = True):
-        p.add_argument(f"--{prefix}neurons", required=required, help=f"{system}: the neurons store")
-        p.add_argument(f"--{prefix}sae", action="append", required=required,
+    def representation_flags(p, prefix: str, system: str):
+        """One comparison's stores by hand (the workflow sends --pairs/--targets instead)."""
+        p.add_argument(f"--{prefix}neurons", help=f"{system}: the neurons store")
+        p.add_argument(f"--{prefix}sae", action="append",
                        help=f"{system}: SAE latents store of one seed (repeatable)")
-        p.add_argument(f"--{prefix}random", action="append", required=required,
+        p.add_argument(f"--{prefix}random", action="append",
                        help=f"{system}: random-SAE latents of the same seed (repeatable, same order)")
 
     p = stage("align-pair", "score neurons/SAE/random-SAE comparisons between two systems",
               "an experiment's alignment block")
-    representation_flags(p, "a-", "system A", required=False)
-    representation_flags(p, "b-", "system B", required=False)
+    representation_flags(p, "a-", "system A")
+    representation_flags(p, "b-", "system B")
     p.add_argument("--features", help="ground-truth feature store (toy experiments)")
     p.add_argument("--labels", help="extra columns for every row, JSON")
     p.add_argument("--pairs", help="instead of the flags above, several pairs scored into one "
@@ -423,7 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = stage("align-recording", "score neurons/SAE/random-SAE latents of a layer against a recording",
               "an experiment's alignment block")
-    representation_flags(p, "", "the source", required=False)
+    representation_flags(p, "", "the source")
     p.add_argument("--recording", help="the recording store (trials beside it: "
                    "<name>_repeats.zarr add the noise ceiling)")
     p.add_argument("--target-label", default="target", help="name of the target in comparisons")
