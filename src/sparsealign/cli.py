@@ -27,13 +27,21 @@ def _json(text: str, flag: str = "--params"):
 def _set_threads(threads: int) -> None:
     """Every thread pool of the job to ``threads``: torch's, and the BLAS and OpenMP pools
     of NumPy and SciPy (read when they load, which is after this), unless the user set
-    them. Two 1-thread jobs on 2 cores must not start 2 BLAS threads each."""
+    them. Two 1-thread jobs on 2 cores must not start 2 BLAS threads each.
+
+    torch sizes its pool from OMP_NUM_THREADS when it loads, so torch is imported here
+    only when the user's OMP_NUM_THREADS differs: a job that never needs torch (scoring,
+    summaries) does not pay its 1.4 s import. POT, which would import torch for a backend
+    these jobs never use (they hand it NumPy arrays), is told not to.
+    """
     threads = max(1, threads)
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(name, str(threads))
-    import torch
+    os.environ.setdefault("POT_BACKEND_DISABLE_PYTORCH", "1")
+    if os.environ["OMP_NUM_THREADS"] != str(threads):
+        import torch
 
-    torch.set_num_threads(threads)
+        torch.set_num_threads(threads)
 
 
 # --------------------------------------------------------------------------- stages

@@ -15,6 +15,8 @@ Policies (shared by every metric built on this module):
 
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -167,13 +169,21 @@ def resolve_device(device: str | None, work: float = np.inf) -> str:
     """
     if device not in (None, "auto"):
         return device
-    if work < GPU_MIN_WORK:
+    if work < GPU_MIN_WORK or not _gpu_driver():
         return "cpu"
     try:
         import torch
     except ImportError:  # torch is a dependency, but the CPU path must not need it
         return "cpu"
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _gpu_driver() -> bool:
+    """False when no GPU driver is loaded (Linux: no NVIDIA or ROCm driver files), so that
+    "auto" need not import torch (1.4 s) to learn there is no GPU; True when unsure."""
+    if not sys.platform.startswith("linux"):
+        return True
+    return any(os.path.exists(p) for p in ("/proc/driver/nvidia", "/dev/nvidiactl", "/dev/kfd"))
 
 
 def working_precision(precision: str, device: str, work: float) -> str:

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from sparsealign import eager_optim
+
 
 @dataclass(frozen=True)
 class ToyConfig:
@@ -73,7 +75,7 @@ def train_toy_model(n_hidden: int, init_seed: int, data_seed: int, cfg: ToyConfi
     """
     torch.manual_seed(init_seed)
     model = ToyModel(cfg.n_features, n_hidden)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimiser = eager_optim.adamw(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     weights = importance(cfg.n_features)
     stream = torch.Generator().manual_seed(data_seed)
     curve = {"step": [], "loss": []}
@@ -83,7 +85,7 @@ def train_toy_model(n_hidden: int, init_seed: int, data_seed: int, cfg: ToyConfi
         loss = (weights * (x - model(x)) ** 2).mean()
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
-        optimiser.step()
+        eager_optim.step(optimiser)
         running += loss.detach()
         if step % cfg.log_every == 0 or step == cfg.steps:
             window = cfg.log_every if step % cfg.log_every == 0 else step % cfg.log_every

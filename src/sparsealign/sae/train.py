@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from sparsealign import eager_optim
 from sparsealign.atomic import atomic_path
 from sparsealign.errors import fail
 from sparsealign.sae import metrics
@@ -127,7 +128,7 @@ def train_sae(data, cfg: SAEConfig, *, init=None, log_fn=None, checkpoint=None,
         sae = init
     sae = sae.to(device)
     sae.train()
-    opt = torch.optim.AdamW(sae.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+    opt = eager_optim.adamw(sae.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
                             fused=True)
     total = cfg.total_steps(source.n_rows)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, cfg, total))
@@ -210,7 +211,7 @@ def _train_step(sae, opt, sched, state: TrainState, x, cfg: SAEConfig, autocast)
     out.loss.backward()
     if sae.unit_norm_decoder:
         sae.project_decoder_grad()
-    opt.step()
+    eager_optim.step(opt)
     sched.step()
     opt.zero_grad(set_to_none=True)
     if sae.unit_norm_decoder:
