@@ -179,11 +179,12 @@ def resolve_device(device: str | None, work: float = np.inf) -> str:
 
 
 def _gpu_driver() -> bool:
-    """False when no GPU driver is loaded (Linux: no NVIDIA or ROCm driver files), so that
-    "auto" need not import torch (1.4 s) to learn there is no GPU; True when unsure."""
+    """False when no GPU driver is loaded (Linux: no NVIDIA, ROCm or WSL GPU driver files),
+    so that "auto" need not import torch (1.4 s) to learn there is no GPU; True when unsure."""
     if not sys.platform.startswith("linux"):
         return True
-    return any(os.path.exists(p) for p in ("/proc/driver/nvidia", "/dev/nvidiactl", "/dev/kfd"))
+    return any(os.path.exists(p) for p in ("/proc/driver/nvidia", "/dev/nvidiactl", "/dev/kfd",
+                                           "/dev/dxg"))
 
 
 def working_precision(precision: str, device: str, work: float) -> str:
